@@ -1,14 +1,237 @@
-"""pytest hooks of pytest-keisei-perf: options, the ``perf`` marker, the ``perf`` fixture, reporting."""
+"""pytest hooks of pytest-keisei-perf: options, the ``perf`` marker and fixture, reporting.
+
+Hooks stay thin: they convert pytest objects and delegate to ``settings``, ``runner``,
+``report`` and ``machine``. All per-session state lives in one :class:`PerfSession`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Generator
+from typing import Any, Final
+
 import pytest
 
-PERF_MARKER_HELP = (
-    "perf(modes, threshold, alpha, rtol, atol, min_speedup, compile, strict_compile): "
-    "a performance benchmark timed in eager and torch.compile modes and gated against its baseline"
+from . import hookspecs
+from .machine import machine_info
+from .modes import PerfCompileError
+from .report import summary_lines, write_json_report
+from .result import PerfResult, Verdict
+from .runner import run_benchmark, smoke_run
+from .settings import (
+    MARKER_KEYWORDS,
+    BenchmarkConfig,
+    PerfConfigError,
+    PerfSettings,
+    add_options,
+    resolve_marker,
+    resolve_settings,
 )
+
+__all__ = ["PERF_MARKER_HELP", "PerfFixture", "PerfSession", "perf", "session_key"]
+
+PERF_MARKER_HELP: Final = (
+    f"perf({', '.join(MARKER_KEYWORDS)}): a performance benchmark timed in eager and torch.compile "
+    "modes and gated against its baseline; tests using the perf fixture get it automatically"
+)
+#: Shown when a test without baseline passes, so nobody mistakes it for a checked result.
+NO_BASELINE_NOTE: Final = (
+    "no baseline for this machine; run pytest -m perf --perf-update-baseline to create one"
+)
+
+session_key = pytest.StashKey["PerfSession"]()
+_config_key = pytest.StashKey[BenchmarkConfig]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", PERF_MARKER_HELP)
+    session = PerfSession(config, resolve_settings(config))
+    config.stash[session_key] = session
+    config.pluginmanager.register(session, "keisei_perf_session")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(session_key, None)
+    if session is not None:
+        config.pluginmanager.unregister(session)
+        del config.stash[session_key]
+
+
+class PerfSession:
+    """The plugin's state for one pytest session: settings, results, the machine record."""
+
+    def __init__(self, config: pytest.Config, settings: PerfSettings) -> None:
+        self.config = config
+        self.settings = settings
+        self.results: list[PerfResult] = []
+        self._machine: dict[str, Any] | None = None
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        """The environment record, extended by ``pytest_keisei_perf_machine_info`` implementations."""
+        if self._machine is None:
+            info = machine_info(threads=self.settings.threads)
+            self.config.hook.pytest_keisei_perf_machine_info(config=self.config, info=info)
+            self._machine = info
+        return self._machine
+
+    # -- collection ----------------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        """Mark tests that use the ``perf`` fixture and validate ``@pytest.mark.perf`` keywords.
+
+        A bad keyword turns the collector's report into a collection error naming the test.
+        """
+        report = yield
+        if report.outcome != "passed":
+            return report
+        problems: list[str] = []
+        for node in report.result:
+            if not isinstance(node, pytest.Item):
+                continue
+            if "perf" in getattr(node, "fixturenames", ()) and node.get_closest_marker("perf") is None:
+                node.add_marker("perf")
+            if node.get_closest_marker("perf") is None:
+                continue
+            try:
+                node.stash[_config_key] = resolve_marker(
+                    self.settings, node.nodeid, list(node.iter_markers("perf"))
+                )
+            except PerfConfigError as exc:
+                problems.append(str(exc))
+        if not problems:
+            return report
+        return pytest.CollectReport(report.nodeid, "failed", "\n".join(problems), [], report.sections)
+
+    # -- reporting -----------------------------------------------------------------------------
+    def pytest_report_header(self) -> list[str]:
+        s = self.settings
+        mode = "disabled (smoke run)" if s.disable else f"modes {','.join(s.modes)}"
+        return [
+            f"keisei-perf: {mode}, threads {s.threads}, budget {s.budget_s:g} s/mode, "
+            f"threshold {s.threshold:.0%}, alpha {s.alpha:g}, baselines {s.baseline_dir}"
+        ]
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.results:
+            return
+        terminalreporter.write_sep("=", "keisei-perf results")
+        for line in summary_lines(self.results):
+            terminalreporter.write_line(line)
+        notes = [
+            f"{r.benchmark_id}: {v.message}"
+            for r in self.results
+            for v in r.verdicts.values()
+            if v.message and (v.status != "no-baseline" or self.config.get_verbosity() > 0)
+        ]
+        for note in notes:
+            terminalreporter.write_line(note)
+        if self.settings.json_path is not None:
+            terminalreporter.write_line(f"keisei-perf: JSON report written to {self.settings.json_path}")
+
+    def pytest_sessionfinish(self) -> None:
+        if self.settings.json_path is None:
+            return
+        settings = {
+            k: (str(v) if not isinstance(v, (int, float, bool, str, tuple, type(None))) else v)
+            for k, v in dataclasses.asdict(self.settings).items()
+        }
+        write_json_report(
+            self.settings.json_path, machine=self.machine, settings=settings, results=self.results
+        )
+
+    # -- benchmarks ----------------------------------------------------------------------------
+    def benchmark(
+        self,
+        item: pytest.Item,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str,
+    ) -> PerfResult:
+        """Run one benchmark for ``item``, decide its verdicts, record it, fail on a problem."""
+        config = item.stash[_config_key]
+        if not config.modes:
+            pytest.skip(
+                f"no mode left to run: --perf-modes {','.join(self.settings.modes)} "
+                "excludes the marker's modes"
+            )
+        if self.settings.disable:
+            result = smoke_run(fn, args, kwargs, config=config, nodeid=item.nodeid, name=name)
+        else:
+            try:
+                result = run_benchmark(fn, args, kwargs, config=config, nodeid=item.nodeid, name=name)
+            except PerfCompileError as exc:
+                pytest.fail(str(exc), pytrace=False)
+            result = self._decide(result)
+        self.results.append(result)
+        item.config.hook.pytest_keisei_perf_result(item=item, result=result)
+        if result.failures:
+            pytest.fail("\n".join(result.failures), pytrace=False)
+        return result
+
+    def _decide(self, result: PerfResult) -> PerfResult:
+        """Verdicts per mode; without stored baselines every mode is ``no-baseline``."""
+        verdicts = {
+            mode: Verdict(mode=mode, status="no-baseline", message=NO_BASELINE_NOTE) for mode in result.modes
+        }
+        failures = list(result.failures)
+        if self.settings.require_baseline:
+            failures.extend(
+                f"{result.benchmark_id} [{mode}]: {NO_BASELINE_NOTE} (--perf-require-baseline)"
+                for mode in verdicts
+            )
+        return dataclasses.replace(result, verdicts=verdicts, failures=tuple(failures))
+
+
+class PerfFixture:
+    """The ``perf`` fixture: ``perf.benchmark(fn, *args, name="", **kwargs) -> PerfResult``."""
+
+    def __init__(self, item: pytest.Item, session: PerfSession) -> None:
+        self._item = item
+        self._session = session
+        self._names: set[str] = set()
+        #: Results of this test's benchmarks, in call order.
+        self.results: list[PerfResult] = []
+
+    def benchmark(self, fn: Callable[..., Any], *args: Any, name: str = "", **kwargs: Any) -> PerfResult:
+        """Warm up, time every mode, check compiled against eager, and gate against the baseline.
+
+        ``fn`` is an ``nn.Module`` or any callable, called as ``fn(*args, **kwargs)``. Several
+        benchmarks in one test need distinct ``name`` values. A regression, a speedup below
+        ``min_speedup`` or an output mismatch fails the test with a message naming the numbers.
+        """
+        if not callable(fn):
+            pytest.fail(
+                f"{self._item.nodeid}: perf.benchmark() needs a callable, got {type(fn).__name__}",
+                pytrace=False,
+            )
+        if not isinstance(name, str):
+            pytest.fail(f"{self._item.nodeid}: benchmark name must be a string, got {name!r}", pytrace=False)
+        if name in self._names:
+            what = f"name {name!r}" if name else "no name"
+            pytest.fail(
+                f"{self._item.nodeid}: a second benchmark with {what}; give each perf.benchmark() call "
+                "in a test a distinct name=...",
+                pytrace=False,
+            )
+        self._names.add(name)
+        result = self._session.benchmark(self._item, fn, args, kwargs, name)
+        self.results.append(result)
+        return result
+
+
+@pytest.fixture
+def perf(request: pytest.FixtureRequest) -> PerfFixture:
+    """Benchmark a model or callable in eager and compiled modes: ``perf.benchmark(model, x)``."""
+    return PerfFixture(request.node, request.config.stash[session_key])

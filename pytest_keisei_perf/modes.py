@@ -1,0 +1,135 @@
+"""The two ways a benchmark runs: eager as given, and through ``torch.compile``.
+
+Compiling is lazy in torch, so the first call is where it happens and where it fails; that call
+is timed as the compile time. A failure falls back to eager (``fallback=True`` and a
+:class:`PerfCompileFallbackWarning`) unless compile is strict.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+from . import _compat
+from .measure import Stopwatch
+
+__all__ = [
+    "CompileOutcome",
+    "PerfCompileError",
+    "PerfCompileFallbackWarning",
+    "bind",
+    "compile_callable",
+    "recompiles_since",
+]
+
+
+class PerfCompileFallbackWarning(pytest.PytestWarning):
+    """``torch.compile`` failed for a benchmark, which was then timed in eager mode instead.
+
+    The compiled columns of that benchmark show eager's numbers. Fix the model or the compile
+    settings, or pass ``--perf-strict-compile`` to make the failure fail the test.
+    """
+
+
+class PerfCompileError(RuntimeError):
+    """``torch.compile`` failed and compile is strict."""
+
+
+@dataclass(frozen=True)
+class CompileOutcome:
+    """The callable to time in compiled mode and what compiling it cost."""
+
+    call: Callable[[], Any]
+    first_output: Any
+    compile_time_s: float
+    fallback: bool
+    error: str | None
+    graphs: int | None
+    graph_breaks: int | None
+    frames_after_compile: int | None
+
+
+def compile_callable(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    compile_kwargs: Mapping[str, Any],
+    strict: bool,
+    stopwatch: Stopwatch,
+    label: str,
+) -> CompileOutcome:
+    """Compile ``fn`` and make its first call; on failure fall back to eager or raise.
+
+    ``torch.compiler.reset()`` first, so compiled state from an earlier benchmark can neither
+    leak into this one nor be counted in its graph numbers.
+    """
+    torch.compiler.reset()
+    _compat.reset_dynamo_counters()
+    start = time.perf_counter()
+    try:
+        compiled = torch.compile(fn, **compile_kwargs)
+        if stopwatch.sync is not None:
+            stopwatch.sync()
+        output = compiled(*args, **kwargs)
+        if stopwatch.sync is not None:
+            stopwatch.sync()
+    except Exception as exc:  # any compile failure: the user's backend may raise anything
+        elapsed = time.perf_counter() - start
+        message = f"{type(exc).__name__}: {_one_line(exc)}"
+        torch.compiler.reset()
+        if strict:
+            raise PerfCompileError(f"{label}: torch.compile failed ({message})") from exc
+        warnings.warn(
+            PerfCompileFallbackWarning(f"{label}: torch.compile failed, timing eager instead: {message}"),
+            stacklevel=2,
+        )
+        return CompileOutcome(
+            call=bind(fn, args, kwargs),
+            first_output=None,
+            compile_time_s=elapsed,
+            fallback=True,
+            error=message,
+            graphs=None,
+            graph_breaks=None,
+            frames_after_compile=None,
+        )
+    elapsed = time.perf_counter() - start
+    counts = _compat.dynamo_counts()
+    return CompileOutcome(
+        call=bind(compiled, args, kwargs),
+        first_output=output,
+        compile_time_s=elapsed,
+        fallback=False,
+        error=None,
+        graphs=counts.graphs,
+        graph_breaks=counts.graph_breaks,
+        frames_after_compile=counts.frames,
+    )
+
+
+def recompiles_since(outcome: CompileOutcome) -> int | None:
+    """Frames dynamo converted after the first compiled call: recompiles in steady state."""
+    if outcome.frames_after_compile is None:
+        return None
+    frames = _compat.dynamo_counts().frames
+    return None if frames is None else frames - outcome.frames_after_compile
+
+
+def bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Callable[[], Any]:
+    """A zero-argument call with the least overhead: ``fn`` itself when there are no arguments."""
+    if not args and not kwargs:
+        return fn
+    return functools.partial(fn, *args, **kwargs)
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return (text[: limit - 3] + "...") if len(text) > limit else (text or "(no message)")

@@ -1,0 +1,119 @@
+"""What a benchmark produced: raw per-round samples, compile facts, output check, verdicts.
+
+Results keep the raw samples so that the gate, the JSON report and a later re-analysis can all
+recompute statistics from the data rather than from summaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+__all__ = [
+    "VERDICT_STATUSES",
+    "AccuracyResult",
+    "ModeResult",
+    "PerfResult",
+    "Verdict",
+    "VerdictStatus",
+]
+
+VerdictStatus = Literal["pass", "regression", "improvement", "no-baseline", "inconclusive"]
+VERDICT_STATUSES: Final = ("pass", "regression", "improvement", "no-baseline", "inconclusive")
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    """One mode's timings: per-call seconds of each round, and what compiling it did."""
+
+    mode: str
+    median_s: float
+    iqr_s: float
+    samples_s: tuple[float, ...]
+    calls_per_round: int
+    warmup_calls: int
+    warmup_stable: bool
+    compile_time_s: float | None = None
+    fallback: bool = False
+    fallback_error: str | None = None
+    graph_count: int | None = None
+    graph_breaks: int | None = None
+    recompiles: int | None = None
+    peak_memory_bytes: int | None = None
+
+    @property
+    def rounds(self) -> int:
+        return len(self.samples_s)
+
+
+@dataclass(frozen=True)
+class AccuracyResult:
+    """Compiled outputs against eager (and, where possible, a float64 reference)."""
+
+    passed: bool
+    max_abs_err: float
+    max_rel_err: float
+    rtol: float
+    atol: float
+    message: str = ""
+    worst_leaf: str = ""
+    used_fp64_reference: bool = False
+    skipped_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's decision for one mode (or the speedup), with the numbers behind it."""
+
+    mode: str
+    status: VerdictStatus
+    message: str = ""
+    change: float | None = None
+    change_ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    detectable_effect: float | None = None
+    baseline_runs: int = 0
+    current_runs: int = 0
+
+
+@dataclass(frozen=True)
+class PerfResult:
+    """Everything one ``perf.benchmark`` call measured and decided."""
+
+    nodeid: str
+    name: str
+    device: str
+    threads: int
+    compile_kwargs: Mapping[str, Any]
+    modes: Mapping[str, ModeResult]
+    reference_samples_s: tuple[float, ...] = ()
+    speedup: float | None = None
+    speedup_ci: tuple[float, float] | None = None
+    accuracy: AccuracyResult | None = None
+    verdicts: Mapping[str, Verdict] = field(default_factory=lambda: MappingProxyType({}))
+    failures: tuple[str, ...] = ()
+    disabled: bool = False
+
+    @property
+    def benchmark_id(self) -> str:
+        """``nodeid`` plus ``[name]`` when the test names its benchmark."""
+        return f"{self.nodeid}::{self.name}" if self.name else self.nodeid
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: raw samples, compile facts, accuracy and verdicts."""
+        data = asdict(self)
+        data["benchmark_id"] = self.benchmark_id
+        data["compile_kwargs"] = {k: _jsonable(v) for k, v in self.compile_kwargs.items()}
+        data["modes"] = {name: asdict(mode) | {"rounds": mode.rounds} for name, mode in self.modes.items()}
+        data["verdicts"] = {name: asdict(v) for name, v in self.verdicts.items()}
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return getattr(value, "__qualname__", None) or repr(value)

@@ -1,0 +1,237 @@
+"""One benchmark from start to finish: outputs checked, modes warmed up, rounds timed ABBA-wise.
+
+This module knows torch and the timing engine but not pytest's collection or reporting; the
+plugin hands it a callable and a :class:`BenchmarkConfig` and gets a :class:`PerfResult` back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import accuracy, measure, modes
+from .result import AccuracyResult, ModeResult, PerfResult
+from .settings import BenchmarkConfig
+from .stats import estimate_speedup, summarize
+
+__all__ = ["detect_device", "run_benchmark", "smoke_run"]
+
+#: A reference round at least this long; the workload itself takes tens of microseconds.
+_REFERENCE_ROUND_S = 2e-3
+
+
+def detect_device(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """``cuda:N`` when the module's parameters or any tensor argument live on a CUDA device."""
+    tensors: list[torch.Tensor] = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    if isinstance(fn, nn.Module):
+        tensors.extend(p for p, _ in zip(fn.parameters(), range(1), strict=False))
+    for tensor in tensors:
+        if tensor.device.type == "cuda":
+            return str(tensor.device)
+    return "cpu"
+
+
+def _seeded(call: Callable[[], Any], seed: int = 0) -> Any:
+    """Run ``call`` with the RNG seeded (sampling models repeat), leaving the caller's RNG alone."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return accuracy.snapshot(call())
+
+
+def _float64_reference(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Callable[[], Any] | None:
+    """A thunk computing the float64 output, for modules only (a plain callable cannot be cast)."""
+    if not isinstance(fn, nn.Module):
+        return None
+
+    def compute() -> Any:
+        model = copy.deepcopy(fn).double()
+        args64, kwargs64 = accuracy.to_float64(args), accuracy.to_float64(dict(kwargs))
+        return _seeded(lambda: model(*args64, **kwargs64))
+
+    return compute
+
+
+@contextlib.contextmanager
+def _peak_memory(device: str, sink: dict[str, int | None], key: str) -> Iterator[None]:
+    """Record the peak CUDA memory allocated inside the block; CPU has no honest per-mode figure."""
+    if not device.startswith("cuda"):
+        sink[key] = None
+        yield
+        return
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    yield
+    torch.cuda.synchronize(device)
+    sink[key] = int(torch.cuda.max_memory_allocated(device))
+
+
+def run_benchmark(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    config: BenchmarkConfig,
+    nodeid: str,
+    name: str,
+    stopwatch: measure.Stopwatch | None = None,
+) -> PerfResult:
+    """Check, warm up and time ``fn(*args, **kwargs)`` in every configured mode.
+
+    Threads are pinned before anything compiles; the whole run is under ``torch.inference_mode``
+    unless the config says otherwise.
+    """
+    label = f"{nodeid}::{name}" if name else nodeid
+    device = detect_device(fn, args, kwargs)
+    stopwatch = stopwatch or measure.Stopwatch.for_device(device)
+    grad_mode = torch.inference_mode() if config.inference_mode else contextlib.nullcontext()
+    with measure.pinned_threads(config.threads), grad_mode:
+        calls: dict[str, Callable[[], Any]] = {}
+        compile_outcome: modes.CompileOutcome | None = None
+        eager_call = modes.bind(fn, args, kwargs)
+        if "eager" in config.modes:
+            calls["eager"] = eager_call
+        expected = expected_again = None
+        checking = config.check_outputs and set(config.modes) == {"eager", "compiled"}
+        if checking:
+            expected, expected_again = _seeded(eager_call), _seeded(eager_call)
+        if "compiled" in config.modes:
+            compile_outcome = modes.compile_callable(
+                fn,
+                args,
+                kwargs,
+                compile_kwargs=config.compile_kwargs,
+                strict=config.strict_compile,
+                stopwatch=stopwatch,
+                label=label,
+            )
+            calls["compiled"] = compile_outcome.call
+        accuracy_result: AccuracyResult | None = None
+        if checking and compile_outcome is not None and not compile_outcome.fallback:
+            actual = _seeded(compile_outcome.call)
+            accuracy_result = accuracy.compare_outputs(
+                actual,
+                expected,
+                eager_again=expected_again,
+                reference=_float64_reference(fn, args, kwargs),
+                rtol=config.rtol,
+                atol=config.atol,
+            )
+        peaks: dict[str, int | None] = {}
+        warmups: dict[str, measure.WarmupResult] = {}
+        for mode, call in calls.items():
+            with _peak_memory(device, peaks, mode):
+                warmups[mode] = measure.warm_up(call, stopwatch, max_time_s=config.budget_s)
+        reference = measure.reference_workload()
+        reference_warmup = measure.warm_up(
+            reference, stopwatch, max_time_s=0.5, min_batch_s=_REFERENCE_ROUND_S
+        )
+        plans = {
+            mode: measure.plan_rounds(w.per_call_s, budget_s=config.budget_s, target_rounds=config.rounds)
+            for mode, w in warmups.items()
+        }
+        rounds = min(plan.rounds for plan in plans.values())
+        per_round = {mode: plan.calls_per_round for mode, plan in plans.items()}
+        per_round[measure.REFERENCE] = reference_warmup.batch_calls
+        samples = measure.run_schedule(
+            measure.abba_schedule(list(calls), rounds),
+            {**calls, measure.REFERENCE: reference},
+            per_round,
+            stopwatch,
+        )
+        recompiles = modes.recompiles_since(compile_outcome) if compile_outcome else None
+
+    mode_results: dict[str, ModeResult] = {}
+    for mode in calls:
+        summary = summarize(samples[mode])
+        compiled_facts: dict[str, Any] = {}
+        if mode == "compiled" and compile_outcome is not None:
+            compiled_facts = {
+                "compile_time_s": compile_outcome.compile_time_s,
+                "fallback": compile_outcome.fallback,
+                "fallback_error": compile_outcome.error,
+                "graph_count": compile_outcome.graphs,
+                "graph_breaks": compile_outcome.graph_breaks,
+                "recompiles": recompiles,
+            }
+        mode_results[mode] = ModeResult(
+            mode=mode,
+            median_s=summary.median,
+            iqr_s=summary.iqr,
+            samples_s=tuple(samples[mode]),
+            calls_per_round=per_round[mode],
+            warmup_calls=warmups[mode].calls,
+            warmup_stable=warmups[mode].stable,
+            peak_memory_bytes=peaks.get(mode),
+            **compiled_facts,
+        )
+    speedup = speedup_ci = None
+    if "eager" in samples and "compiled" in samples:
+        estimate = estimate_speedup(samples["eager"], samples["compiled"])
+        speedup, speedup_ci = estimate.ratio, estimate.ci
+    failures = _failures(label, config, accuracy_result, speedup, speedup_ci)
+    return PerfResult(
+        nodeid=nodeid,
+        name=name,
+        device=device,
+        threads=config.threads,
+        compile_kwargs=dict(config.compile_kwargs),
+        modes=mode_results,
+        reference_samples_s=tuple(samples[measure.REFERENCE]),
+        speedup=speedup,
+        speedup_ci=speedup_ci,
+        accuracy=accuracy_result,
+        failures=failures,
+    )
+
+
+def _failures(
+    label: str,
+    config: BenchmarkConfig,
+    accuracy_result: AccuracyResult | None,
+    speedup: float | None,
+    speedup_ci: tuple[float, float] | None,
+) -> tuple[str, ...]:
+    problems: list[str] = []
+    if accuracy_result is not None and not accuracy_result.passed:
+        problems.append(f"{label}: compiled output does not match eager: {accuracy_result.message}")
+    if config.min_speedup is not None and speedup is not None:
+        upper = speedup_ci[1] if speedup_ci is not None else speedup
+        if upper < config.min_speedup:
+            ci_text = f" (95% CI {speedup_ci[0]:.2f}x-{speedup_ci[1]:.2f}x)" if speedup_ci else ""
+            problems.append(
+                f"{label}: compiled speedup {speedup:.2f}x{ci_text} is below "
+                f"min_speedup {config.min_speedup:g}x"
+            )
+    return tuple(problems)
+
+
+def smoke_run(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    config: BenchmarkConfig,
+    nodeid: str,
+    name: str,
+) -> PerfResult:
+    """``--perf-disable``: call once per mode, untimed, without compiling or gating."""
+    call = modes.bind(fn, args, kwargs)
+    grad_mode = torch.inference_mode() if config.inference_mode else contextlib.nullcontext()
+    with measure.pinned_threads(config.threads), grad_mode:
+        for _ in config.modes:
+            call()
+    return PerfResult(
+        nodeid=nodeid,
+        name=name,
+        device=detect_device(fn, args, kwargs),
+        threads=config.threads,
+        compile_kwargs=dict(config.compile_kwargs),
+        modes={},
+        disabled=True,
+    )

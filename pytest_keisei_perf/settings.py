@@ -1,0 +1,420 @@
+"""Command line, ini file and ``@pytest.mark.perf`` resolved into validated, frozen settings.
+
+Precedence is CLI > ini > default for the session, then the marker for each test. Every error
+names where the bad value came from (``--perf-threshold``, ``perf_threshold in the ini file`` or
+``@pytest.mark.perf(threshold=...) on <node id>``). Nothing else in the plugin reads options.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import pytest
+
+__all__ = [
+    "MODES",
+    "BenchmarkConfig",
+    "PerfConfigError",
+    "PerfSettings",
+    "add_options",
+    "resolve_marker",
+    "resolve_settings",
+]
+
+#: The two ways a benchmark can run, in the order they are reported.
+MODES: Final = ("eager", "compiled")
+#: Environment variable naming this machine for baseline keys (CI runners of one kind share it).
+MACHINE_ENV: Final = "KEISEI_PERF_MACHINE"
+
+
+class PerfConfigError(ValueError):
+    """A bad option, ini value or marker keyword; the message names its source."""
+
+
+# -- value parsers: each takes the raw value and returns the typed one or raises ValueError --------
+def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[Any], float]:
+    def parse(raw: Any) -> float:
+        if isinstance(raw, bool):
+            raise ValueError(f"expected a number, got {raw!r}")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        too_low = value <= low if low_open else value < low
+        if not math.isfinite(value) or too_low or value > high:
+            bracket = "(" if low_open else "["
+            raise ValueError(f"must be in {bracket}{low:g}, {high:g}], got {raw!r}")
+        return value
+
+    return parse
+
+
+def _int_at_least(low: int) -> Callable[[Any], int]:
+    def parse(raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ValueError(f"expected an integer, got {raw!r}")
+        try:
+            value = int(str(raw).strip()) if not isinstance(raw, int) else raw
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+        if value < low:
+            raise ValueError(f"must be >= {low}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _modes(raw: Any) -> tuple[str, ...]:
+    items = [m.strip() for m in raw.split(",")] if isinstance(raw, str) else list(raw)
+    if not items or not all(isinstance(m, str) and m for m in items):
+        raise ValueError(f"expected a non-empty list of modes from {MODES}, got {raw!r}")
+    unknown = [m for m in items if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {', '.join(map(repr, unknown))}; choose from {', '.join(MODES)}")
+    return tuple(m for m in MODES if m in items)
+
+
+def _text(raw: Any) -> str:
+    text = str(raw).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+_COMPILE_KEYWORDS: Final = frozenset(
+    name
+    for name, p in inspect.signature(__import__("torch").compile).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def _compile_kwargs(raw: Any) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"expected a dict of torch.compile keyword arguments, got {type(raw).__name__}")
+    unknown = sorted(str(k) for k in raw if k not in _COMPILE_KEYWORDS)
+    if unknown:
+        raise ValueError(
+            f"unknown torch.compile argument(s) {', '.join(map(repr, unknown))}; "
+            f"torch.compile accepts {', '.join(sorted(_COMPILE_KEYWORDS))}"
+        )
+    return MappingProxyType(dict(raw))
+
+
+# -- the session settings -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PerfSettings:
+    """Everything the command line and ini file decide for the whole session."""
+
+    update_baseline: bool = False
+    baseline_dir: Path = Path("baselines")
+    modes: tuple[str, ...] = MODES
+    threshold: float = 0.05
+    alpha: float = 0.01
+    threads: int = 1
+    compile_backend: str = "inductor"
+    compile_mode: str | None = None
+    strict_compile: bool = False
+    require_baseline: bool = False
+    json_path: Path | None = None
+    disable: bool = False
+    budget_s: float = 2.0
+    rounds: int = 20
+    baseline_runs: int = 5
+    machine: str | None = None
+    fail_inconclusive: bool = False
+    worker: bool = False
+
+
+@dataclass(frozen=True)
+class _Option:
+    dest: str
+    flag: str
+    parse: Callable[[Any], Any]
+    help: str
+    ini: bool = True
+    metavar: str | None = None
+    is_flag: bool = False
+    #: Path-valued settings are resolved against the rootdir (ini) or the invocation dir (CLI).
+    is_path: bool = False
+
+    @property
+    def ini_name(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+_OPTIONS: Final = (
+    _Option(
+        "update_baseline",
+        "--perf-update-baseline",
+        _bool,
+        "measure the selected benchmarks in several fresh processes and store them as the new "
+        "baseline for this machine (no regression gate)",
+        ini=False,
+        is_flag=True,
+    ),
+    _Option(
+        "baseline_dir",
+        "--perf-baseline-dir",
+        _text,
+        "where baselines live (default: baselines/ under the rootdir)",
+        metavar="DIR",
+        is_path=True,
+    ),
+    _Option(
+        "modes", "--perf-modes", _modes, "modes to run, e.g. eager,compiled (default both)", metavar="M,..."
+    ),
+    _Option(
+        "threshold",
+        "--perf-threshold",
+        _float_in(0.0, 10.0, low_open=True),
+        "tolerated slowdown as a fraction (default 0.05)",
+        metavar="F",
+    ),
+    _Option(
+        "alpha",
+        "--perf-alpha",
+        _float_in(0.0, 0.5, low_open=True),
+        "significance level of the regression test (default 0.01)",
+        metavar="F",
+    ),
+    _Option(
+        "threads",
+        "--perf-threads",
+        _int_at_least(1),
+        "torch/OpenMP threads while timing, fixed before compiling (default 1)",
+        metavar="N",
+    ),
+    _Option(
+        "compile_backend",
+        "--perf-compile-backend",
+        _text,
+        "torch.compile backend (default inductor)",
+        metavar="B",
+    ),
+    _Option(
+        "compile_mode", "--perf-compile-mode", _text, "torch.compile mode (default: torch's)", metavar="M"
+    ),
+    _Option(
+        "strict_compile",
+        "--perf-strict-compile",
+        _bool,
+        "a compile failure fails the test instead of falling back to eager",
+        is_flag=True,
+    ),
+    _Option(
+        "require_baseline",
+        "--perf-require-baseline",
+        _bool,
+        "a benchmark without a baseline fails instead of passing with a note",
+        is_flag=True,
+    ),
+    _Option(
+        "json_path",
+        "--perf-json",
+        _text,
+        "write every result, verdict and environment fact as JSON to PATH",
+        ini=False,
+        metavar="PATH",
+        is_path=True,
+    ),
+    _Option(
+        "disable",
+        "--perf-disable",
+        _bool,
+        "smoke run: call each benchmark once per mode, untimed, no compile and no gate",
+        ini=False,
+        is_flag=True,
+    ),
+    _Option(
+        "budget_s",
+        "--perf-budget",
+        _float_in(0.0, 3600.0, low_open=True),
+        "seconds of timed rounds per benchmark and mode (default 2; warm-up and compile extra)",
+        metavar="S",
+    ),
+    _Option(
+        "rounds",
+        "--perf-rounds",
+        _int_at_least(3),
+        "timed rounds per mode when the budget allows (default 20; at least 5 are always taken)",
+        metavar="N",
+    ),
+    _Option(
+        "baseline_runs",
+        "--perf-baseline-runs",
+        _int_at_least(2),
+        "independent processes --perf-update-baseline gathers per benchmark (default 5)",
+        metavar="N",
+    ),
+    _Option(
+        "machine",
+        "--perf-machine",
+        _text,
+        f"name this machine in baseline keys instead of its hardware fingerprint (env {MACHINE_ENV})",
+        metavar="NAME",
+    ),
+    _Option(
+        "fail_inconclusive",
+        "--perf-fail-inconclusive",
+        _bool,
+        "an inconclusive verdict (too noisy to decide) fails the test",
+        is_flag=True,
+    ),
+    _Option(
+        "worker", "--perf-worker", _bool, "internal: this process is one fresh run", ini=False, is_flag=True
+    ),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register the ``keisei-perf`` option group and the ini twins."""
+    group = parser.getgroup("keisei-perf", "performance regression testing (pytest-keisei-perf)")
+    for opt in _OPTIONS:
+        help_text = "==SUPPRESS==" if opt.dest == "worker" else opt.help
+        if opt.is_flag:
+            group.addoption(
+                opt.flag, action="store_true", default=None, dest=f"perf_{opt.dest}", help=help_text
+            )
+        else:
+            group.addoption(
+                opt.flag, default=None, dest=f"perf_{opt.dest}", metavar=opt.metavar, help=help_text
+            )
+        if opt.ini:
+            parser.addini(opt.ini_name, f"{opt.help} (ini twin of {opt.flag})", default="")
+
+
+def resolve_settings(config: pytest.Config) -> PerfSettings:
+    """Read every option once, CLI over ini over default; a bad value raises ``pytest.UsageError``."""
+    values: dict[str, Any] = {}
+    for opt in _OPTIONS:
+        raw, where, base = config.getoption(f"perf_{opt.dest}"), opt.flag, Path(config.invocation_params.dir)
+        if raw is None and opt.ini:
+            raw, where, base = (
+                config.getini(opt.ini_name) or None,
+                f"{opt.ini_name} in the ini file",
+                config.rootpath,
+            )
+        if raw is None and opt.dest == "machine" and os.environ.get(MACHINE_ENV):
+            raw, where = os.environ[MACHINE_ENV], f"the {MACHINE_ENV} environment variable"
+        if raw is None:
+            continue
+        try:
+            value = opt.parse(raw)
+        except ValueError as exc:
+            raise pytest.UsageError(f"keisei-perf: invalid {where}: {exc}") from None
+        values[opt.dest] = (base / value) if opt.is_path else value
+    values.setdefault("baseline_dir", config.rootpath / "baselines")
+    return PerfSettings(**values)
+
+
+# -- per-test configuration ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What one test's benchmarks run with: the session settings refined by its marker."""
+
+    modes: tuple[str, ...]
+    threshold: float
+    alpha: float
+    rtol: float | None
+    atol: float | None
+    min_speedup: float | None
+    compile_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    strict_compile: bool = False
+    inference_mode: bool = True
+    check_outputs: bool = True
+    budget_s: float = 2.0
+    rounds: int = 20
+    threads: int = 1
+
+
+_MARKER_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "modes": _modes,
+    "threshold": _float_in(0.0, 10.0, low_open=True),
+    "alpha": _float_in(0.0, 0.5, low_open=True),
+    "rtol": _float_in(0.0, 1.0),
+    "atol": _float_in(0.0, math.inf),
+    "min_speedup": _float_in(0.0, 1000.0, low_open=True),
+    "compile": _compile_kwargs,
+    "strict_compile": lambda raw: _strict_bool(raw),
+    "inference_mode": lambda raw: _strict_bool(raw),
+    "check_outputs": lambda raw: _strict_bool(raw),
+    "budget": _float_in(0.0, 3600.0, low_open=True),
+    "rounds": _int_at_least(3),
+}
+#: Marker keywords, for the marker's help line and error messages.
+MARKER_KEYWORDS: Final = tuple(_MARKER_PARSERS)
+
+
+def _strict_bool(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError(f"expected True or False, got {raw!r}")
+    return raw
+
+
+def resolve_marker(settings: PerfSettings, nodeid: str, markers: list[pytest.Mark]) -> BenchmarkConfig:
+    """Apply ``@pytest.mark.perf`` keywords (closest marker wins) to the session settings.
+
+    Raises:
+        PerfConfigError: positional arguments, an unknown keyword or a bad value, named.
+    """
+    merged: dict[str, Any] = {}
+    for mark in reversed(markers):  # iter_markers yields the closest first
+        if mark.args:
+            raise PerfConfigError(
+                f"{nodeid}: @pytest.mark.perf takes keyword arguments only, got positional {mark.args!r}"
+            )
+        merged.update(mark.kwargs)
+    parsed: dict[str, Any] = {}
+    for key, raw in merged.items():
+        parse = _MARKER_PARSERS.get(key)
+        if parse is None:
+            raise PerfConfigError(
+                f"{nodeid}: @pytest.mark.perf got unknown keyword {key!r}; "
+                f"known keywords: {', '.join(MARKER_KEYWORDS)}"
+            )
+        try:
+            parsed[key] = parse(raw)
+        except ValueError as exc:
+            raise PerfConfigError(f"{nodeid}: @pytest.mark.perf({key}={raw!r}): {exc}") from None
+    compile_kwargs: dict[str, Any] = {"backend": settings.compile_backend}
+    if settings.compile_mode is not None:
+        compile_kwargs["mode"] = settings.compile_mode
+    compile_kwargs.update(parsed.pop("compile", {}))
+    base = BenchmarkConfig(
+        modes=settings.modes,
+        threshold=settings.threshold,
+        alpha=settings.alpha,
+        rtol=None,
+        atol=None,
+        min_speedup=None,
+        compile_kwargs=MappingProxyType(compile_kwargs),
+        strict_compile=settings.strict_compile,
+        budget_s=settings.budget_s,
+        rounds=settings.rounds,
+        threads=settings.threads,
+    )
+    if "modes" in parsed:  # --perf-modes narrows what a marker asks for; it never adds modes
+        parsed["modes"] = tuple(m for m in parsed["modes"] if m in settings.modes)
+    if "budget" in parsed:
+        parsed["budget_s"] = parsed.pop("budget")
+    if settings.strict_compile:  # --perf-strict-compile cannot be loosened by a marker
+        parsed.pop("strict_compile", None)
+    return replace(base, **parsed)
