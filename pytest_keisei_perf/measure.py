@@ -170,7 +170,8 @@ def plan_rounds(
     per_call_s = max(per_call_s, 1e-9)
     round_s = max(MIN_ROUND_S, budget_s / target_rounds)
     calls = max(1, round(round_s / per_call_s))
-    rounds = min(target_rounds, max(min_rounds, int(budget_s // (calls * per_call_s))))
+    fits = int(budget_s / (calls * per_call_s) + 1e-9)  # tolerance: 2.0 / 0.1 must give 20
+    rounds = min(target_rounds, max(min_rounds, fits))
     return RoundPlan(rounds=rounds, calls_per_round=calls)
 
 
