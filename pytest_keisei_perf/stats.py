@@ -66,11 +66,11 @@ def estimate_speedup(
     n = min(len(eager_s), len(compiled_s))
     if n == 0:
         raise ValueError("no paired rounds to estimate a speedup from")
-    log_ratios = np.log(np.asarray(eager_s[:n], dtype=float)) - np.log(
-        np.asarray(compiled_s[:n], dtype=float)
-    )
-    if not np.all(np.isfinite(log_ratios)):
-        raise ValueError("speedup needs positive finite round times")
+    eager, compiled = np.asarray(eager_s[:n], dtype=float), np.asarray(compiled_s[:n], dtype=float)
+    for values in (eager, compiled):
+        if not (np.all(np.isfinite(values)) and values.min() > 0):
+            raise ValueError("speedup needs positive finite round times")
+    log_ratios = np.log(eager) - np.log(compiled)
     centre = float(sps.trim_mean(log_ratios, TRIM))
     if n < 3:
         return SpeedupEstimate(ratio=math.exp(centre), ci=None, pairs=n)
