@@ -13,6 +13,8 @@ from typing import Any, Final
 import pytest
 
 from . import hookspecs
+from .baseline import BaselineError, BaselineStore, git_commit, machine_key, run_record
+from .gate import GateContext, decide
 from .machine import machine_info
 from .modes import PerfCompileError
 from .report import summary_lines, write_json_report
@@ -27,16 +29,13 @@ from .settings import (
     resolve_marker,
     resolve_settings,
 )
+from .workers import WorkerError, run_worker
 
 __all__ = ["PERF_MARKER_HELP", "PerfFixture", "PerfSession", "perf", "session_key"]
 
 PERF_MARKER_HELP: Final = (
     f"perf({', '.join(MARKER_KEYWORDS)}): a performance benchmark timed in eager and torch.compile "
     "modes and gated against its baseline; tests using the perf fixture get it automatically"
-)
-#: Shown when a test without baseline passes, so nobody mistakes it for a checked result.
-NO_BASELINE_NOTE: Final = (
-    "no baseline for this machine; run pytest -m perf --perf-update-baseline to create one"
 )
 
 session_key = pytest.StashKey["PerfSession"]()
@@ -73,6 +72,16 @@ class PerfSession:
         self.settings = settings
         self.results: list[PerfResult] = []
         self._machine: dict[str, Any] | None = None
+        self.store: BaselineStore | None = None
+        self.baselines: dict[str, list[dict[str, Any]]] = {}
+        self.gated_benchmarks = 0
+        self._decided_p_values: list[float] = []
+
+    @property
+    def gating(self) -> bool:
+        """Whether results are compared with baselines (not in update, worker or smoke runs)."""
+        s = self.settings
+        return not (s.update_baseline or s.worker or s.disable)
 
     @property
     def machine(self) -> dict[str, Any]:
@@ -113,6 +122,24 @@ class PerfSession:
             return report
         return pytest.CollectReport(report.nodeid, "failed", "\n".join(problems), [], report.sections)
 
+    def pytest_sessionstart(self) -> None:
+        """Open this machine's baseline file; a corrupt one stops the run before any test."""
+        if self.settings.disable:
+            return
+        key, facts = machine_key(self.machine, self.settings.machine)
+        self.store = BaselineStore(self.settings.baseline_dir, key, facts)
+        if not self.gating:
+            return
+        try:
+            self.baselines = self.store.load()
+        except BaselineError as exc:
+            raise pytest.UsageError(f"keisei-perf: {exc}") from None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.gated_benchmarks = sum(
+            1 for item in session.items if item.get_closest_marker("perf") is not None
+        )
+
     # -- reporting -----------------------------------------------------------------------------
     def pytest_report_header(self) -> list[str]:
         s = self.settings
@@ -140,6 +167,8 @@ class PerfSession:
             terminalreporter.write_line(f"keisei-perf: JSON report written to {self.settings.json_path}")
 
     def pytest_sessionfinish(self) -> None:
+        if self.settings.update_baseline and not self.settings.worker:
+            self._update_baselines()
         if self.settings.json_path is None:
             return
         settings = {
@@ -173,25 +202,99 @@ class PerfSession:
                 result = run_benchmark(fn, args, kwargs, config=config, nodeid=item.nodeid, name=name)
             except PerfCompileError as exc:
                 pytest.fail(str(exc), pytrace=False)
-            result = self._decide(result)
+            result = self._decide(result, config)
         self.results.append(result)
         item.config.hook.pytest_keisei_perf_result(item=item, result=result)
         if result.failures:
             pytest.fail("\n".join(result.failures), pytrace=False)
         return result
 
-    def _decide(self, result: PerfResult) -> PerfResult:
-        """Verdicts per mode; without stored baselines every mode is ``no-baseline``."""
-        verdicts = {
-            mode: Verdict(mode=mode, status="no-baseline", message=NO_BASELINE_NOTE) for mode in result.modes
-        }
-        failures = list(result.failures)
-        if self.settings.require_baseline:
-            failures.extend(
-                f"{result.benchmark_id} [{mode}]: {NO_BASELINE_NOTE} (--perf-require-baseline)"
-                for mode in verdicts
-            )
+    def _decide(self, result: PerfResult, config: BenchmarkConfig) -> PerfResult:
+        """Verdicts per mode from the gate; ``no-baseline`` when there is nothing to compare with."""
+        if not self.gating:
+            note = "baseline update run" if self.settings.update_baseline else "worker run"
+            verdicts = {mode: Verdict(mode=mode, status="no-baseline", message=note) for mode in result.modes}
+            return dataclasses.replace(result, verdicts=verdicts)
+        context = GateContext(
+            threshold=config.threshold,
+            alpha=config.alpha,
+            total_benchmarks=max(self.gated_benchmarks, len(self.results) + 1),
+            confirm=self._confirmer(result) if self.settings.confirm_runs > 0 else None,
+            other_machines=self.store.other_machines() if self.store else (),
+            decided_p_values=self._decided_p_values,
+        )
+        verdicts, gate_failures = decide(
+            result.to_dict(),
+            self.baselines.get(result.benchmark_id),
+            context,
+            label=result.benchmark_id,
+            nodeid=result.nodeid,
+        )
+        failures = [*result.failures, *gate_failures]
+        for mode, verdict in verdicts.items():
+            if verdict.status == "no-baseline" and self.settings.require_baseline:
+                failures.append(
+                    f"{result.benchmark_id} [{mode}]: {verdict.message} (--perf-require-baseline)"
+                )
+            if verdict.status == "inconclusive" and self.settings.fail_inconclusive:
+                failures.append(f"{verdict.message} (--perf-fail-inconclusive)")
         return dataclasses.replace(result, verdicts=verdicts, failures=tuple(failures))
+
+    def _confirmer(self, result: PerfResult) -> Callable[[], list[dict[str, Any]]]:
+        """Re-measure ``result``'s test in fresh processes; their results for this benchmark."""
+
+        def confirm() -> list[dict[str, Any]]:
+            fresh: list[dict[str, Any]] = []
+            total = self.settings.confirm_runs
+            for i in range(1, total + 1):
+                self._say(
+                    f"keisei-perf: {result.benchmark_id} looks slower; "
+                    f"confirming in fresh process {i}/{total}"
+                )
+                try:
+                    entries = run_worker([result.nodeid], self.settings, cwd=self.config.rootpath)
+                except WorkerError as exc:
+                    pytest.fail(
+                        f"{result.benchmark_id}: could not confirm a suspected regression: {exc}",
+                        pytrace=False,
+                    )
+                fresh.extend(e for e in entries if e["benchmark_id"] == result.benchmark_id)
+            return fresh
+
+        return confirm
+
+    def _say(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line)
+
+    def _update_baselines(self) -> None:
+        """Gather ``--perf-baseline-runs`` independent runs of every passed benchmark and store them."""
+        if self.store is None:
+            return
+        commit = git_commit(self.config.rootpath)
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for result in self.results:
+            if not result.failures and not result.disabled:
+                runs.setdefault(result.benchmark_id, []).append(
+                    run_record(result.to_dict(), git_commit=commit)
+                )
+        if not runs:
+            return
+        nodeids = sorted({r.nodeid for r in self.results if r.benchmark_id in runs})
+        total = self.settings.baseline_runs
+        for i in range(2, total + 1):
+            self._say(f"keisei-perf: baseline run {i}/{total} in a fresh process ({len(runs)} benchmarks)")
+            try:
+                entries = run_worker(nodeids, self.settings, cwd=self.config.rootpath)
+            except WorkerError as exc:
+                self._say(f"keisei-perf: baseline NOT updated: {exc}")
+                return
+            for entry in entries:
+                if entry["benchmark_id"] in runs:
+                    runs[entry["benchmark_id"]].append(run_record(entry, git_commit=commit))
+        path = self.store.replace_runs(runs)
+        self._say(f"keisei-perf: stored {total} runs of {len(runs)} benchmark(s) in {path}")
 
 
 class PerfFixture:

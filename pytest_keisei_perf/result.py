@@ -7,8 +7,7 @@ recompute statistics from the data rather than from summaries.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from types import MappingProxyType
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final, Literal
 
 __all__ = [
@@ -92,7 +91,7 @@ class PerfResult:
     speedup: float | None = None
     speedup_ci: tuple[float, float] | None = None
     accuracy: AccuracyResult | None = None
-    verdicts: Mapping[str, Verdict] = field(default_factory=lambda: MappingProxyType({}))
+    verdicts: Mapping[str, Verdict] = field(default_factory=dict)
     failures: tuple[str, ...] = ()
     disabled: bool = False
 
@@ -103,7 +102,8 @@ class PerfResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: raw samples, compile facts, accuracy and verdicts."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["accuracy"] = asdict(self.accuracy) if self.accuracy is not None else None
         data["benchmark_id"] = self.benchmark_id
         data["compile_kwargs"] = {k: _jsonable(v) for k, v in self.compile_kwargs.items()}
         data["modes"] = {name: asdict(mode) | {"rounds": mode.rounds} for name, mode in self.modes.items()}

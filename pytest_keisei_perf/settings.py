@@ -127,7 +127,7 @@ class PerfSettings:
     baseline_dir: Path = Path("baselines")
     modes: tuple[str, ...] = MODES
     threshold: float = 0.05
-    alpha: float = 0.01
+    alpha: float = 0.05
     threads: int = 1
     compile_backend: str = "inductor"
     compile_mode: str | None = None
@@ -138,6 +138,7 @@ class PerfSettings:
     budget_s: float = 2.0
     rounds: int = 20
     baseline_runs: int = 5
+    confirm_runs: int = 2
     machine: str | None = None
     fail_inconclusive: bool = False
     worker: bool = False
@@ -192,7 +193,7 @@ _OPTIONS: Final = (
         "alpha",
         "--perf-alpha",
         _float_in(0.0, 0.5, low_open=True),
-        "significance level of the regression test (default 0.01)",
+        "significance level of the confirming regression test (default 0.05)",
         metavar="F",
     ),
     _Option(
@@ -262,6 +263,14 @@ _OPTIONS: Final = (
         "--perf-baseline-runs",
         _int_at_least(2),
         "independent processes --perf-update-baseline gathers per benchmark (default 5)",
+        metavar="N",
+    ),
+    _Option(
+        "confirm_runs",
+        "--perf-confirm-runs",
+        _int_at_least(0),
+        "fresh processes that re-measure a suspected regression before it fails "
+        "(default 2; 0 = decide at once)",
         metavar="N",
     ),
     _Option(

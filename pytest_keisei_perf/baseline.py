@@ -1,0 +1,233 @@
+"""The baseline store: one JSON file per machine fingerprint, written atomically under a lock.
+
+Layout of ``<baseline_dir>/<machine key>.json``::
+
+    {"schema_version": 1,
+     "machine": {...facts the key was made from...},
+     "benchmarks": {"<node id>[::<name>]": {"runs": [run, ...]}}}
+
+Each run is one independent process: per-mode raw round samples, the interleaved reference
+samples, compile facts, speedup, git commit and timestamp. Files are sorted and indented so
+diffs read well; one machine never writes another's file, so runners merge without conflicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import re
+import subprocess
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from .report import write_json_atomic
+
+__all__ = [
+    "MAX_RUNS",
+    "SCHEMA_VERSION",
+    "BaselineError",
+    "BaselineStore",
+    "git_commit",
+    "machine_key",
+    "run_record",
+]
+
+#: Version of the baseline layout. 1: first release.
+SCHEMA_VERSION: Final = 1
+#: Runs kept per benchmark; older ones are dropped when new ones are stored.
+MAX_RUNS: Final = 20
+#: Machine facts that change performance; volatile ones (hostname, load) are left out.
+FINGERPRINT_FACTS: Final = (
+    "cpu_model",
+    "cpu_count",
+    "machine",
+    "torch",
+    "torch_cuda",
+    "cuda_devices",
+    "threads",
+)
+
+
+class BaselineError(Exception):
+    """A baseline file is unreadable or malformed; the message names the file and the problem."""
+
+
+def machine_key(info: Mapping[str, Any], name: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A file-name-safe key for this machine and the facts it was derived from.
+
+    ``name`` (``--perf-machine`` / ``KEISEI_PERF_MACHINE``) replaces the hardware facts, so CI
+    runners of one kind share a baseline; torch version and thread count always stay in the key.
+    """
+    if name:
+        facts = {"name": name, "torch": info.get("torch"), "threads": info.get("threads")}
+        label = name
+    else:
+        facts = {k: info.get(k) for k in FINGERPRINT_FACTS}
+        label = str(info.get("cpu_model", "machine"))
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:10]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "machine"
+    return f"{slug}-{digest}", facts
+
+
+def git_commit(cwd: Path) -> str | None:
+    """HEAD of the repository at ``cwd``, or None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str, Any]:
+    """One process's measurement of one benchmark (a ``PerfResult.to_dict()``), as stored."""
+    return {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": git_commit,
+        "device": result["device"],
+        "compile_kwargs": result["compile_kwargs"],
+        "speedup": result["speedup"],
+        "reference_samples_s": list(result["reference_samples_s"]),
+        "modes": {
+            mode: {
+                key: m[key]
+                for key in (
+                    "samples_s",
+                    "calls_per_round",
+                    "compile_time_s",
+                    "fallback",
+                    "graph_count",
+                    "graph_breaks",
+                    "recompiles",
+                )
+            }
+            for mode, m in result["modes"].items()
+        },
+    }
+
+
+def _check_samples(path: Path, where: str, samples: Any) -> None:
+    if not isinstance(samples, list) or not samples:
+        raise BaselineError(f"{path}: {where} must be a non-empty list of seconds")
+    for value in samples:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise BaselineError(f"{path}: {where} holds {value!r}; samples must be positive finite seconds")
+
+
+def validate(path: Path, data: Any) -> dict[str, Any]:
+    """Check the whole document; raise :class:`BaselineError` naming the first problem."""
+    if not isinstance(data, dict):
+        raise BaselineError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BaselineError(f"{path}: missing or invalid schema_version (got {version!r})")
+    if version > SCHEMA_VERSION:
+        raise BaselineError(
+            f"{path}: schema_version {version} is newer than this pytest-keisei-perf understands "
+            f"({SCHEMA_VERSION}); upgrade the plugin"
+        )
+    if version != SCHEMA_VERSION:
+        raise BaselineError(f"{path}: unknown schema_version {version}")
+    benchmarks = data.get("benchmarks")
+    if not isinstance(benchmarks, dict):
+        raise BaselineError(f"{path}: 'benchmarks' must be an object")
+    for bench_id, entry in benchmarks.items():
+        runs = entry.get("runs") if isinstance(entry, dict) else None
+        if not isinstance(runs, list):
+            raise BaselineError(f"{path}: benchmarks[{bench_id!r}] must be an object with a 'runs' list")
+        for i, run in enumerate(runs):
+            where = f"benchmarks[{bench_id!r}].runs[{i}]"
+            if not isinstance(run, dict) or not isinstance(run.get("modes"), dict):
+                raise BaselineError(f"{path}: {where} must be an object with 'modes'")
+            _check_samples(path, f"{where}.reference_samples_s", run.get("reference_samples_s"))
+            for mode, facts in run["modes"].items():
+                if not isinstance(facts, dict):
+                    raise BaselineError(f"{path}: {where}.modes[{mode!r}] must be an object")
+                _check_samples(path, f"{where}.modes[{mode!r}].samples_s", facts.get("samples_s"))
+    return data
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and validate one baseline file; it is never modified here."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise BaselineError(f"{path}: not valid JSON: {exc}") from None
+    return validate(path, data)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a baseline")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path``: concurrent writers (xdist workers, processes) queue up."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(f".{path.name}.lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class BaselineStore:
+    """This machine's baseline file inside ``directory``."""
+
+    directory: Path
+    key: str
+    facts: Mapping[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.key}.json"
+
+    def load(self) -> dict[str, list[dict[str, Any]]]:
+        """Benchmark id -> stored runs (oldest first); empty when this machine has no file."""
+        if not self.path.exists():
+            return {}
+        data = load(self.path)
+        return {bench: entry["runs"] for bench, entry in data["benchmarks"].items()}
+
+    def other_machines(self) -> list[str]:
+        """Keys of the other machines with baselines here (never used for gating)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.json") if p.stem != self.key)
+
+    def replace_runs(self, runs: Mapping[str, Iterable[dict[str, Any]]]) -> Path:
+        """Store ``runs`` as the new history of the given benchmarks; others are untouched.
+
+        Read-modify-write happens under the lock, and the write is atomic, so an interrupted or
+        concurrent update never leaves a truncated or merged-wrong file.
+        """
+        with _locked(self.path):
+            data: dict[str, Any] = (
+                load(self.path)
+                if self.path.exists()
+                else {"schema_version": SCHEMA_VERSION, "benchmarks": {}}
+            )
+            data["machine"] = dict(self.facts)
+            for bench, bench_runs in runs.items():
+                data["benchmarks"][bench] = {"runs": list(bench_runs)[-MAX_RUNS:]}
+            write_json_atomic(self.path, data)
+        return self.path
