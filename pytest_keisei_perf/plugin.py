@@ -195,7 +195,8 @@ class PerfSession:
                 f"no mode left to run: --perf-modes {','.join(self.settings.modes)} "
                 "excludes the marker's modes"
             )
-        if self.settings.disable:
+        if self.settings.disable or (self.settings.update_baseline and not self.settings.worker):
+            # an update measures in fresh processes only; this one just checks the tests run
             result = smoke_run(fn, args, kwargs, config=config, nodeid=item.nodeid, name=name)
         else:
             try:
@@ -269,21 +270,22 @@ class PerfSession:
             reporter.write_line(line)
 
     def _update_baselines(self) -> None:
-        """Gather ``--perf-baseline-runs`` independent runs of every passed benchmark and store them."""
+        """Measure every benchmark that passed its smoke run in ``--perf-baseline-runs`` fresh
+        processes and store those runs.
+
+        All runs come from worker processes, never from this one, so the baseline is made of
+        alike runs (and alike the confirmations that decide a suspected regression later).
+        """
         if self.store is None:
             return
-        commit = git_commit(self.config.rootpath)
-        runs: dict[str, list[dict[str, Any]]] = {}
-        for result in self.results:
-            if not result.failures and not result.disabled:
-                runs.setdefault(result.benchmark_id, []).append(
-                    run_record(result.to_dict(), git_commit=commit)
-                )
-        if not runs:
+        wanted = {r.benchmark_id for r in self.results if not r.failures}
+        nodeids = sorted({r.nodeid for r in self.results if r.benchmark_id in wanted})
+        if not nodeids:
             return
-        nodeids = sorted({r.nodeid for r in self.results if r.benchmark_id in runs})
+        commit = git_commit(self.config.rootpath)
+        runs: dict[str, list[dict[str, Any]]] = {bench: [] for bench in sorted(wanted)}
         total = self.settings.baseline_runs
-        for i in range(2, total + 1):
+        for i in range(1, total + 1):
             self._say(f"keisei-perf: baseline run {i}/{total} in a fresh process ({len(runs)} benchmarks)")
             try:
                 entries = run_worker(nodeids, self.settings, cwd=self.config.rootpath)
@@ -293,8 +295,13 @@ class PerfSession:
             for entry in entries:
                 if entry["benchmark_id"] in runs:
                     runs[entry["benchmark_id"]].append(run_record(entry, git_commit=commit))
-        path = self.store.replace_runs(runs)
-        self._say(f"keisei-perf: stored {total} runs of {len(runs)} benchmark(s) in {path}")
+        incomplete = sorted(bench for bench, bench_runs in runs.items() if len(bench_runs) < total)
+        for bench in incomplete:
+            self._say(f"keisei-perf: {bench} failed in a fresh process; its baseline was NOT updated")
+            del runs[bench]
+        if runs:
+            path = self.store.replace_runs(runs)
+            self._say(f"keisei-perf: stored {total} runs of {len(runs)} benchmark(s) in {path}")
 
 
 class PerfFixture:
