@@ -161,6 +161,12 @@ class PerfSession:
             for v in r.verdicts.values()
             if v.message and (v.status != "no-baseline" or self.config.get_verbosity() > 0)
         ]
+        for r in self.results:
+            if r.speedup_ci is not None and r.speedup_ci[1] < 1.0:
+                notes.append(
+                    f"{r.benchmark_id}: compiled is SLOWER than eager ({r.speedup:.2f}x, 95% CI "
+                    f"{r.speedup_ci[0]:.2f}x-{r.speedup_ci[1]:.2f}x); set min_speedup to fail on this"
+                )
         for note in notes:
             terminalreporter.write_line(note)
         if self.settings.json_path is not None:

@@ -340,6 +340,28 @@ def test_slow(perf):
     result.stdout.fnmatch_lines(["*test_slow: compiled speedup *x (95% CI *x-*x) is below min_speedup 50x*"])
 
 
+def test_slower_compiled_is_called_out(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import pytest, torch
+
+def slow_when_compiled(x):
+    if torch.compiler.is_compiling():
+        for _ in range(300):
+            x = x + 0.0
+    return x * 1.0
+
+def test_slower(perf):
+    perf.benchmark(slow_when_compiled, torch.ones(64, 64))
+"""
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*test_slower: compiled is SLOWER than eager (0.*x, 95% CI *); set min_speedup*"]
+    )
+
+
 def test_require_baseline_fails_without_one(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
