@@ -156,7 +156,7 @@ class PerfSession:
         for line in summary_lines(self.results):
             terminalreporter.write_line(line)
         notes = [
-            f"{r.benchmark_id}: {v.message}"
+            v.message
             for r in self.results
             for v in r.verdicts.values()
             if v.message and (v.status != "no-baseline" or self.config.get_verbosity() > 0)
