@@ -99,7 +99,8 @@ def decide(
         )
         return {m: Verdict(mode=m, status="no-baseline", message=note) for m in modes}, []
     failures = _compile_facts(label, current, last)
-    first = {m: _stage(current, runs, m, context) for m in modes}
+    base_values = {m: [v for v in (_statistic(r, m) for r in runs) if v is not None] for m in modes}
+    first = {m: _stage(current, base_values[m], m, context) for m in modes}
     confirmed: Sequence[Mapping[str, Any]] = ()
     if context.confirm is not None and any(
         d and stats.is_suspect(d, context.threshold) for d in first.values()
@@ -111,11 +112,10 @@ def decide(
         if decision is None:
             verdicts[mode] = Verdict(mode=mode, status="no-baseline", message="mode not in the baseline")
             continue
-        base_values = [v for v in (_statistic(r, mode) for r in runs) if v is not None]
         if stats.is_suspect(decision, context.threshold) and confirmed:
             fresh = [v for v in (_statistic(r, mode) for r in confirmed) if v is not None]
             decision = stats.compare_runs(
-                base_values, fresh, threshold=context.threshold, alpha=context.alpha
+                base_values[mode], fresh, threshold=context.threshold, alpha=context.alpha
             )
         status: str = decision.status
         note = ""
@@ -153,9 +153,9 @@ def decide(
 
 
 def _stage(
-    current: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], mode: str, context: GateContext
+    current: Mapping[str, Any], base_values: Sequence[float], mode: str, context: GateContext
 ) -> stats.GateDecision | None:
-    base_values = [v for v in (_statistic(r, mode) for r in runs) if v is not None]
+    """Stage 1: this process's run against the baseline runs (None when either lacks the mode)."""
     now = _statistic(current, mode)
     if now is None or not base_values:
         return None

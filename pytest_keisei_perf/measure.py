@@ -50,6 +50,11 @@ class Stopwatch:
     clock: Callable[[], float] = time.perf_counter
     sync: Callable[[], None] | None = None
 
+    def synchronize(self) -> None:
+        """Wait for queued device work, where there is a device to wait for."""
+        if self.sync is not None:
+            self.sync()
+
     def time_calls(self, call: Callable[[], object], n: int) -> float:
         """Seconds for ``n`` back-to-back calls, synchronising the device at both ends."""
         sync, clock = self.sync, self.clock

@@ -47,7 +47,6 @@ class CompileOutcome:
     """The callable to time in compiled mode and what compiling it cost."""
 
     call: Callable[[], Any]
-    first_output: Any
     compile_time_s: float
     fallback: bool
     error: str | None
@@ -76,11 +75,9 @@ def compile_callable(
     start = time.perf_counter()
     try:
         compiled = torch.compile(fn, **compile_kwargs)
-        if stopwatch.sync is not None:
-            stopwatch.sync()
-        output = compiled(*args, **kwargs)
-        if stopwatch.sync is not None:
-            stopwatch.sync()
+        stopwatch.synchronize()
+        compiled(*args, **kwargs)
+        stopwatch.synchronize()
     except Exception as exc:  # any compile failure: the user's backend may raise anything
         elapsed = time.perf_counter() - start
         message = f"{type(exc).__name__}: {_one_line(exc)}"
@@ -93,7 +90,6 @@ def compile_callable(
         )
         return CompileOutcome(
             call=bind(fn, args, kwargs),
-            first_output=None,
             compile_time_s=elapsed,
             fallback=True,
             error=message,
@@ -105,7 +101,6 @@ def compile_callable(
     counts = _compat.dynamo_counts()
     return CompileOutcome(
         call=bind(compiled, args, kwargs),
-        first_output=output,
         compile_time_s=elapsed,
         fallback=False,
         error=None,

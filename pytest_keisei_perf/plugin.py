@@ -74,6 +74,8 @@ class PerfSession:
         self._machine: dict[str, Any] | None = None
         self.store: BaselineStore | None = None
         self.baselines: dict[str, list[dict[str, Any]]] = {}
+        #: Keys of other machines' baseline files, listed once: they are never used for gating.
+        self.other_machines: list[str] = []
         self.gated_benchmarks = 0
         self._decided_p_values: list[float] = []
 
@@ -132,6 +134,7 @@ class PerfSession:
             return
         try:
             self.baselines = self.store.load()
+            self.other_machines = self.store.other_machines()
         except BaselineError as exc:
             raise pytest.UsageError(f"keisei-perf: {exc}") from None
 
@@ -227,7 +230,7 @@ class PerfSession:
             alpha=config.alpha,
             total_benchmarks=max(self.gated_benchmarks, len(self.results) + 1),
             confirm=self._confirmer(result) if self.settings.confirm_runs > 0 else None,
-            other_machines=self.store.other_machines() if self.store else (),
+            other_machines=self.other_machines,
             decided_p_values=self._decided_p_values,
         )
         verdicts, gate_failures = decide(

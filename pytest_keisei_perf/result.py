@@ -17,10 +17,16 @@ __all__ = [
     "PerfResult",
     "Verdict",
     "VerdictStatus",
+    "benchmark_id",
 ]
 
 VerdictStatus = Literal["pass", "regression", "improvement", "no-baseline", "inconclusive"]
 VERDICT_STATUSES: Final = ("pass", "regression", "improvement", "no-baseline", "inconclusive")
+
+
+def benchmark_id(nodeid: str, name: str) -> str:
+    """``nodeid`` plus ``::name`` when the test names its benchmark: the key of baselines and reports."""
+    return f"{nodeid}::{name}" if name else nodeid
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,7 @@ class PerfResult:
 
     @property
     def benchmark_id(self) -> str:
-        """``nodeid`` plus ``[name]`` when the test names its benchmark."""
-        return f"{self.nodeid}::{self.name}" if self.name else self.nodeid
+        return benchmark_id(self.nodeid, self.name)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: raw samples, compile facts, accuracy and verdicts."""

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import accuracy, measure, modes
-from .result import AccuracyResult, ModeResult, PerfResult
+from .result import AccuracyResult, ModeResult, PerfResult, benchmark_id
 from .settings import BenchmarkConfig
 from .stats import estimate_speedup, summarize
 
@@ -58,6 +58,14 @@ def _float64_reference(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 
 
 @contextlib.contextmanager
+def _benchmark_context(config: BenchmarkConfig) -> Iterator[None]:
+    """Pinned threads (set before anything compiles) and, by default, inference mode."""
+    grad_mode = torch.inference_mode() if config.inference_mode else contextlib.nullcontext()
+    with measure.pinned_threads(config.threads), grad_mode:
+        yield
+
+
+@contextlib.contextmanager
 def _peak_memory(device: str, sink: dict[str, int | None], key: str) -> Iterator[None]:
     """Record the peak CUDA memory allocated inside the block; CPU has no honest per-mode figure."""
     if not device.startswith("cuda"):
@@ -86,11 +94,10 @@ def run_benchmark(
     Threads are pinned before anything compiles; the whole run is under ``torch.inference_mode``
     unless the config says otherwise.
     """
-    label = f"{nodeid}::{name}" if name else nodeid
+    label = benchmark_id(nodeid, name)
     device = detect_device(fn, args, kwargs)
     stopwatch = stopwatch or measure.Stopwatch.for_device(device)
-    grad_mode = torch.inference_mode() if config.inference_mode else contextlib.nullcontext()
-    with measure.pinned_threads(config.threads), grad_mode:
+    with _benchmark_context(config):
         calls: dict[str, Callable[[], Any]] = {}
         compile_outcome: modes.CompileOutcome | None = None
         eager_call = modes.bind(fn, args, kwargs)
@@ -222,8 +229,7 @@ def smoke_run(
 ) -> PerfResult:
     """``--perf-disable``: call once per mode, untimed, without compiling or gating."""
     call = modes.bind(fn, args, kwargs)
-    grad_mode = torch.inference_mode() if config.inference_mode else contextlib.nullcontext()
-    with measure.pinned_threads(config.threads), grad_mode:
+    with _benchmark_context(config):
         for _ in config.modes:
             call()
     return PerfResult(

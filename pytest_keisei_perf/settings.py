@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import pytest
+import torch
 
 __all__ = [
     "MODES",
@@ -101,7 +102,7 @@ def _text(raw: Any) -> str:
 
 _COMPILE_KEYWORDS: Final = frozenset(
     name
-    for name, p in inspect.signature(__import__("torch").compile).parameters.items()
+    for name, p in inspect.signature(torch.compile).parameters.items()
     if p.kind is inspect.Parameter.KEYWORD_ONLY
 )
 
@@ -354,6 +355,12 @@ class BenchmarkConfig:
     threads: int = 1
 
 
+def _strict_bool(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError(f"expected True or False, got {raw!r}")
+    return raw
+
+
 _MARKER_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "modes": _modes,
     "threshold": _float_in(0.0, 10.0, low_open=True),
@@ -362,20 +369,14 @@ _MARKER_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "atol": _float_in(0.0, math.inf),
     "min_speedup": _float_in(0.0, 1000.0, low_open=True),
     "compile": _compile_kwargs,
-    "strict_compile": lambda raw: _strict_bool(raw),
-    "inference_mode": lambda raw: _strict_bool(raw),
-    "check_outputs": lambda raw: _strict_bool(raw),
+    "strict_compile": _strict_bool,
+    "inference_mode": _strict_bool,
+    "check_outputs": _strict_bool,
     "budget": _float_in(0.0, 3600.0, low_open=True),
     "rounds": _int_at_least(3),
 }
 #: Marker keywords, for the marker's help line and error messages.
 MARKER_KEYWORDS: Final = tuple(_MARKER_PARSERS)
-
-
-def _strict_bool(raw: Any) -> bool:
-    if not isinstance(raw, bool):
-        raise ValueError(f"expected True or False, got {raw!r}")
-    return raw
 
 
 def resolve_marker(settings: PerfSettings, nodeid: str, markers: list[pytest.Mark]) -> BenchmarkConfig:
