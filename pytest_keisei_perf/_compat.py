@@ -1,16 +1,30 @@
 """Every private torch API the plugin touches, behind small functions with a fallback.
 
-Dynamo's counters are the only source of graph, graph-break and recompile counts; they are
-private and have moved between releases, so when they are missing the counts read ``None``
-("not known") instead of breaking a benchmark.
+Dynamo's counters are the only source of graph, graph-break and recompile counts, and
+inductor's of FX-graph cache hits; they are private and have moved between releases, so when
+they are missing the counts read ``None`` ("not known") instead of breaking a benchmark.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DynamoCounts", "dynamo_counts", "reset_dynamo_counters"]
+__all__ = [
+    "DynamoCounts",
+    "compile_cache_state",
+    "dynamo_counts",
+    "quiet_structured_trace",
+    "reset_dynamo_counters",
+    "torch_default_cache_dir",
+]
+
+#: torch's structured-trace logger (private name): it logs every compile step at DEBUG.
+_TRACE_LOGGER = "torch.__trace"
 
 
 @dataclass(frozen=True)
@@ -51,3 +65,50 @@ def dynamo_counts() -> DynamoCounts:
         graph_breaks=int(breaks),
         frames=int(counters.get("frames", {}).get("total", 0)),
     )
+
+
+def compile_cache_state() -> str | None:
+    """``warm`` (all FX graphs from inductor's cache), ``cold``, ``partly warm``, or None when no
+    inductor graph was compiled since the last reset (eager/aot_eager backends)."""
+    counters = _counters()
+    if counters is None:  # pragma: no cover
+        return None
+    inductor = counters.get("inductor", {})
+    hits, misses = int(inductor.get("fxgraph_cache_hit", 0)), int(inductor.get("fxgraph_cache_miss", 0))
+    if hits + misses == 0:
+        return None
+    if misses == 0:
+        return "warm"
+    return "cold" if hits == 0 else "partly warm"
+
+
+@contextlib.contextmanager
+def quiet_structured_trace() -> Iterator[None]:
+    """Keep torch's structured-trace records out of pytest's log capture while a benchmark runs.
+
+    Otherwise a failing perf test's report ends in hundreds of ``DEBUG torch.__trace`` lines.
+    Handlers torch attaches to that logger itself (``TORCH_TRACE``) still get every record.
+    """
+    logger = logging.getLogger(_TRACE_LOGGER)
+    previous = logger.propagate
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.propagate = previous
+
+
+def torch_default_cache_dir() -> str:
+    """The folder inductor uses when ``TORCHINDUCTOR_CACHE_DIR`` is unset.
+
+    Inductor writes this default *into* the environment variable the first time it needs a
+    folder, so an equal value does not mean the user chose it.
+    """
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # pragma: no cover - moved in another torch release
+        import getpass
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
+    return str(default_cache_dir())

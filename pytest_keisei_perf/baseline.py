@@ -13,19 +13,18 @@ diffs read well; one machine never writes another's file, so runners merge witho
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from .locks import lock_beside
 from .report import write_json_atomic
 
 __all__ = [
@@ -34,7 +33,9 @@ __all__ = [
     "BaselineError",
     "BaselineStore",
     "git_commit",
+    "load",
     "machine_key",
+    "prune_file",
     "run_record",
 ]
 
@@ -95,6 +96,7 @@ def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str
         "compile_kwargs": result["compile_kwargs"],
         "speedup": result["speedup"],
         "reference_samples_s": list(result["reference_samples_s"]),
+        "reference_version": result.get("reference_version"),
         "modes": {
             mode: {
                 key: m[key]
@@ -102,6 +104,7 @@ def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str
                     "samples_s",
                     "calls_per_round",
                     "compile_time_s",
+                    "compile_cache",
                     "fallback",
                     "graph_count",
                     "graph_breaks",
@@ -176,19 +179,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in a baseline")
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside ``path``: concurrent writers (xdist workers, processes) queue up."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(f".{path.name}.lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @dataclass
 class BaselineStore:
     """This machine's baseline file inside ``directory``."""
@@ -220,7 +210,7 @@ class BaselineStore:
         Read-modify-write happens under the lock, and the write is atomic, so an interrupted or
         concurrent update never leaves a truncated or merged-wrong file.
         """
-        with _locked(self.path):
+        with lock_beside(self.path):
             data: dict[str, Any] = (
                 load(self.path)
                 if self.path.exists()
@@ -231,3 +221,19 @@ class BaselineStore:
                 data["benchmarks"][bench] = {"runs": list(bench_runs)[-MAX_RUNS:]}
             write_json_atomic(self.path, data)
         return self.path
+
+
+def prune_file(path: Path, keep: Callable[[str], bool], *, dry_run: bool = False) -> list[str]:
+    """Drop the benchmarks of one baseline file for which ``keep(benchmark_id)`` is false.
+
+    Returns the dropped ids. Under the file's lock with an atomic write, like every update; with
+    ``dry_run`` the file is only read.
+    """
+    with lock_beside(path):
+        data = load(path)
+        dropped = sorted(bench for bench in data["benchmarks"] if not keep(bench))
+        if dropped and not dry_run:
+            for bench in dropped:
+                del data["benchmarks"][bench]
+            write_json_atomic(path, data)
+    return dropped

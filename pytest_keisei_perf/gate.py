@@ -8,6 +8,7 @@ facts (graphs, graph breaks, recompiles) are compared exactly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from . import stats
 from .report import format_duration
 from .result import Verdict
 
-__all__ = ["GateContext", "decide", "rebaseline_hint"]
+__all__ = ["GateContext", "decide", "rebaseline_hint", "speedup_drop"]
 
 
 def rebaseline_hint(nodeid: str) -> str:
@@ -98,6 +99,12 @@ def decide(
             f"now {current['device']} and {current['compile_kwargs']}; re-baseline to compare"
         )
         return {m: Verdict(mode=m, status="no-baseline", message=note) for m in modes}, []
+    if last.get("reference_version", 1) != current.get("reference_version"):
+        note = (
+            f"baseline was timed against reference workload v{last.get('reference_version', 1)}, "
+            f"this run against v{current.get('reference_version')}; re-baseline to compare"
+        )
+        return {m: Verdict(mode=m, status="no-baseline", message=note) for m in modes}, []
     failures = _compile_facts(label, current, last)
     base_values = {m: [v for v in (_statistic(r, m) for r in runs) if v is not None] for m in modes}
     first = {m: _stage(current, base_values[m], m, context) for m in modes}
@@ -165,3 +172,24 @@ def _stage(
 def _median(sample_lists: Sequence[Sequence[float]]) -> float:
     per_run = sorted(sorted(s)[len(s) // 2] for s in sample_lists)
     return per_run[len(per_run) // 2] if per_run else float("nan")
+
+
+def speedup_drop(
+    current: Mapping[str, Any], runs: Sequence[Mapping[str, Any]] | None, *, threshold: float, alpha: float
+) -> str | None:
+    """A message when compiled/eager speedup fell significantly (beyond ``threshold``) below the
+    baseline runs' speedups: the same t-test as the gate, on log speedups."""
+    now = current.get("speedup")
+    before = [r["speedup"] for r in runs or () if r.get("speedup")]
+    if not now or len(before) < stats.MIN_BASELINE_RUNS:
+        return None
+    decision = stats.compare_runs(
+        [-math.log(s) for s in before], [-math.log(now)], threshold=threshold, alpha=alpha
+    )
+    if decision.status != "regression" or decision.p_slower is None:
+        return None
+    typical = sorted(before)[len(before) // 2]
+    return (
+        f"compiled/eager speedup dropped from {typical:.2f}x (baseline median of {len(before)} runs) to "
+        f"{now:.2f}x, p={decision.p_slower:.3g}: torch.compile pays less than it did"
+    )

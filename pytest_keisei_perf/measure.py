@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from typing import Final
 
 import torch
 
@@ -34,6 +35,8 @@ __all__ = [
 
 #: Schedule entry for the fixed reference workload that tracks machine speed.
 REFERENCE = "reference"
+#: Version of :func:`reference_workload`, stored with every run; runs of other versions do not compare.
+REFERENCE_VERSION: Final = 2
 #: A round at least this long makes perf_counter's overhead (~50 ns) negligible (< 0.01%).
 MIN_ROUND_S = 1e-3
 #: Fewer rounds than this give no usable spread, whatever the budget says.
@@ -199,31 +202,49 @@ def run_schedule(
     calls: Mapping[str, Callable[[], object]],
     calls_per_round: Mapping[str, int],
     stopwatch: Stopwatch,
+    on_round: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[float]]:
-    """Time every round in ``schedule``; per-call seconds of each round, by schedule entry."""
+    """Time every round in ``schedule``; per-call seconds of each round, by schedule entry.
+
+    ``on_round(done, total)`` runs between rounds, outside the timed region (progress lines).
+    """
     samples: dict[str, list[float]] = {key: [] for key in calls}
     with gc_paused():
-        for key in schedule:
+        for done, key in enumerate(schedule, 1):
             n = calls_per_round[key]
             samples[key].append(stopwatch.time_calls(calls[key], n) / n)
+            if on_round is not None:
+                on_round(done, len(schedule))
     return samples
 
 
-def reference_workload() -> Callable[[], object]:
-    """A fixed small conv + matmul, timed beside each benchmark to track machine speed.
+def reference_workload(device: str = "cpu") -> Callable[[], object]:
+    """A fixed mix of three small workloads, timed beside each benchmark to track machine speed.
 
-    Its time correlated r = 0.91 with a model's across processes on a loaded CI box; dividing
-    by it cut between-process spread from 18% to 7%. It uses the same kernels and thread count
-    as the models, so it slows down with them when the machine is busy.
+    Dispatcher-bound tiny ops (10 x a 16-channel conv and a 64x64 matmul), a 64-channel 3x3 conv
+    on a 9x9 board and 256x256 matmuls, each about a third of its ~1 ms. Measured in 14 fresh
+    processes on a drifting 2-core CI box, dividing by this mix cut the between-process spread of
+    a tiny tower at batch 1 / batch 8 / the full tower at batch 1 from 5.8 / 8.9 / 4.6% (raw) to
+    1.9 / 3.9 / 2.3%; the old tiny-ops-only reference left 4.0 / 5.4 / 6.1%. Bump
+    :data:`REFERENCE_VERSION` whenever this changes: ratios to another workload do not compare.
+    It runs on the benchmark's device, so on a GPU it tracks the GPU and the launch path.
     """
     generator = torch.Generator().manual_seed(0)
-    image = torch.randn(1, 16, 9, 9, generator=generator)
-    weight = torch.randn(16, 16, 3, 3, generator=generator)
-    matrix = torch.randn(64, 64, generator=generator)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(device)
+
+    small_image, small_weight, small_matrix = randn(1, 16, 9, 9), randn(16, 16, 3, 3), randn(64, 64)
+    board, board_weight, matrix = randn(8, 64, 9, 9), randn(64, 64, 3, 3), randn(256, 256)
     conv2d = torch.nn.functional.conv2d
 
     def workload() -> object:
         with torch.inference_mode():
-            return conv2d(image, weight, padding=1).sum() + (matrix @ matrix).sum()
+            total = conv2d(board, board_weight, padding=1).sum()
+            total += (matrix @ matrix).sum() + (matrix @ matrix).sum()
+            for _ in range(10):
+                total += conv2d(small_image, small_weight, padding=1).sum()
+                total += (small_matrix @ small_matrix).sum()
+            return total
 
     return workload

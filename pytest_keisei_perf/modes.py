@@ -53,6 +53,8 @@ class CompileOutcome:
     graphs: int | None
     graph_breaks: int | None
     frames_after_compile: int | None
+    #: ``warm`` / ``cold`` / ``partly warm``: whether inductor's FX-graph cache served the compile.
+    cache: str | None = None
 
 
 def compile_callable(
@@ -107,6 +109,7 @@ def compile_callable(
         graphs=counts.graphs,
         graph_breaks=counts.graph_breaks,
         frames_after_compile=counts.frames,
+        cache=_compat.compile_cache_state(),
     )
 
 

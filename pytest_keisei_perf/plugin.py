@@ -6,19 +6,28 @@ Hooks stay thin: they convert pytest objects and delegate to ``settings``, ``run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
+import time
+import warnings
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
 from . import hookspecs
 from .baseline import BaselineError, BaselineStore, git_commit, machine_key, run_record
-from .gate import GateContext, decide
+from .compile_cache import CompileCache, resolve_cache_dir
+from .gate import GateContext, decide, speedup_drop
+from .locks import MEASUREMENT_LOCK, exclusive_lock
 from .machine import machine_info
 from .modes import PerfCompileError
-from .report import summary_lines, write_json_report
-from .result import PerfResult, Verdict
+from .plots import PlotUnavailableError, require_matplotlib, write_plots
+from .report import markdown_summary, summary_lines, write_json_report
+from .result import PerfResult, Verdict, benchmark_id
 from .runner import run_benchmark, smoke_run
 from .settings import (
     MARKER_KEYWORDS,
@@ -31,7 +40,15 @@ from .settings import (
 )
 from .workers import WorkerError, run_worker
 
-__all__ = ["PERF_MARKER_HELP", "PerfFixture", "PerfSession", "perf", "session_key"]
+__all__ = [
+    "PERF_MARKER_HELP",
+    "PerfFixture",
+    "PerfSession",
+    "PerfSpeedupWarning",
+    "PerfXdistWarning",
+    "perf",
+    "session_key",
+]
 
 PERF_MARKER_HELP: Final = (
     f"perf({', '.join(MARKER_KEYWORDS)}): a performance benchmark timed in eager and torch.compile "
@@ -40,6 +57,18 @@ PERF_MARKER_HELP: Final = (
 
 session_key = pytest.StashKey["PerfSession"]()
 _config_key = pytest.StashKey[BenchmarkConfig]()
+#: Key of the results an xdist worker hands to the controller (JSON text: execnet-safe).
+_WORKEROUTPUT_KEY: Final = "keisei_perf_results"
+#: Where GitHub Actions collects a job's Markdown summary.
+STEP_SUMMARY_ENV: Final = "GITHUB_STEP_SUMMARY"
+
+
+class PerfSpeedupWarning(pytest.PytestWarning):
+    """The compiled/eager speedup fell significantly below the baseline's."""
+
+
+class PerfXdistWarning(pytest.PytestWarning):
+    """Perf benchmarks ran under pytest-xdist beside other tests, which disturb their timings."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,14 +81,34 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", PERF_MARKER_HELP)
-    session = PerfSession(config, resolve_settings(config))
+    settings = resolve_settings(config)
+    if settings.plot_dir is not None:
+        try:
+            require_matplotlib()
+        except PlotUnavailableError as exc:
+            raise pytest.UsageError(f"keisei-perf: {exc}") from None
+    cache = CompileCache(
+        *resolve_cache_dir(settings.compile_cache, _pytest_cache_dir(config), settings.threads)
+    )
+    cache.activate()
+    session = PerfSession(config, settings, cache)
     config.stash[session_key] = session
     config.pluginmanager.register(session, "keisei_perf_session")
+
+
+def _pytest_cache_dir(config: pytest.Config) -> Path:
+    """pytest's cache dir, also when the cacheprovider plugin is disabled (its ini is then unknown)."""
+    try:
+        name = str(config.getini("cache_dir"))
+    except ValueError:
+        name = ".pytest_cache"
+    return config.rootpath / name
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None:
+        session.compile_cache.deactivate()
         config.pluginmanager.unregister(session)
         del config.stash[session_key]
 
@@ -67,9 +116,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 class PerfSession:
     """The plugin's state for one pytest session: settings, results, the machine record."""
 
-    def __init__(self, config: pytest.Config, settings: PerfSettings) -> None:
+    def __init__(self, config: pytest.Config, settings: PerfSettings, compile_cache: CompileCache) -> None:
         self.config = config
         self.settings = settings
+        self.compile_cache = compile_cache
+        workerinput = getattr(config, "workerinput", None)
+        #: Number of xdist workers when this process is one of them, else None.
+        self.xdist_workers: int | None = int(workerinput["workercount"]) if workerinput else None
+        self.xdist_worker_id: str | None = workerinput["workerid"] if workerinput else None
         self.results: list[PerfResult] = []
         self._machine: dict[str, Any] | None = None
         self.store: BaselineStore | None = None
@@ -84,6 +138,16 @@ class PerfSession:
         """Whether results are compared with baselines (not in update, worker or smoke runs)."""
         s = self.settings
         return not (s.update_baseline or s.worker or s.disable)
+
+    @property
+    def xdist_controller(self) -> bool:
+        """This process hands tests to xdist workers and only reports what they measured."""
+        return self.config.pluginmanager.has_plugin("dsession")
+
+    @property
+    def reporting(self) -> bool:
+        """Whether this process writes the summary, Markdown, plots (not workers of any kind)."""
+        return not self.settings.worker and self.xdist_workers is None
 
     @property
     def machine(self) -> dict[str, Any]:
@@ -142,6 +206,30 @@ class PerfSession:
         self.gated_benchmarks = sum(
             1 for item in session.items if item.get_closest_marker("perf") is not None
         )
+        others = len(session.items) - self.gated_benchmarks
+        if (
+            self.xdist_worker_id == "gw0"
+            and (self.xdist_workers or 0) > 1
+            and self.gated_benchmarks
+            and others
+        ):
+            warnings.warn(
+                PerfXdistWarning(
+                    f"keisei-perf: {self.gated_benchmarks} perf test(s) run under pytest-xdist with "
+                    f"{self.xdist_workers} workers beside {others} other test(s). Perf benchmarks take "
+                    "turns on a machine-wide lock, but the other tests still run beside them and "
+                    "disturb their timings: time perf tests on their own (pytest -m perf, or -p no:xdist)."
+                ),
+                stacklevel=1,
+            )
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: collect the results a worker measured, for one summary."""
+        data = getattr(node, "workeroutput", {}).get(_WORKEROUTPUT_KEY)
+        if data:
+            self.results.extend(PerfResult.from_dict(d) for d in json.loads(data))
+            self.results.sort(key=lambda r: r.benchmark_id)
 
     # -- reporting -----------------------------------------------------------------------------
     def pytest_report_header(self) -> list[str]:
@@ -149,11 +237,12 @@ class PerfSession:
         mode = "disabled (smoke run)" if s.disable else f"modes {','.join(s.modes)}"
         return [
             f"keisei-perf: {mode}, threads {s.threads}, budget {s.budget_s:g} s/mode, "
-            f"threshold {s.threshold:.0%}, alpha {s.alpha:g}, baselines {s.baseline_dir}"
+            f"threshold {s.threshold:.0%}, alpha {s.alpha:g}, baselines {s.baseline_dir}",
+            f"keisei-perf: compile cache {self.compile_cache.describe()}",
         ]
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.results:
+        if not self.results or self.xdist_workers is not None:
             return
         terminalreporter.write_sep("=", "keisei-perf results")
         for line in summary_lines(self.results):
@@ -172,12 +261,25 @@ class PerfSession:
                 )
         for note in notes:
             terminalreporter.write_line(note)
-        if self.settings.json_path is not None:
-            terminalreporter.write_line(f"keisei-perf: JSON report written to {self.settings.json_path}")
+        for what, path in (
+            ("JSON report", self.settings.json_path),
+            ("Markdown summary", self.settings.markdown_path),
+            ("plots", self.settings.plot_dir),
+        ):
+            if path is not None and self.reporting:
+                terminalreporter.write_line(f"keisei-perf: {what} written to {path}")
 
     def pytest_sessionfinish(self) -> None:
+        if self.xdist_workers is not None:
+            # an xdist worker hands its results to the controller, which reports and re-baselines
+            self.config.workeroutput[_WORKEROUTPUT_KEY] = json.dumps(  # type: ignore[attr-defined]
+                [r.to_dict() for r in self.results], default=str
+            )
+            return
         if self.settings.update_baseline and not self.settings.worker:
             self._update_baselines()
+        if self.reporting and self.results:
+            self._write_summaries()
         if self.settings.json_path is None:
             return
         settings = {
@@ -187,6 +289,26 @@ class PerfSession:
         write_json_report(
             self.settings.json_path, machine=self.machine, settings=settings, results=self.results
         )
+
+    def _write_summaries(self) -> None:
+        """Markdown to ``--perf-markdown`` and ``$GITHUB_STEP_SUMMARY``; pictures to ``--perf-plot``."""
+        machine = self.store.key if self.store is not None else ""
+        markdown = markdown_summary(self.results, machine=machine)
+        try:
+            if self.settings.markdown_path is not None:
+                self.settings.markdown_path.parent.mkdir(parents=True, exist_ok=True)
+                self.settings.markdown_path.write_text(markdown, encoding="utf-8")
+            step_summary = os.environ.get(STEP_SUMMARY_ENV)
+            if step_summary:
+                with open(step_summary, "a", encoding="utf-8") as handle:
+                    handle.write(markdown + "\n")
+        except OSError as exc:
+            self._say(f"keisei-perf: could not write the Markdown summary: {exc}")
+        if self.settings.plot_dir is not None:
+            try:
+                write_plots(self.settings.plot_dir, self.results, self.baselines)
+            except Exception as exc:  # matplotlib or the file system; the results stand regardless
+                self._say(f"keisei-perf: could not draw the plots in {self.settings.plot_dir}: {exc}")
 
     # -- benchmarks ----------------------------------------------------------------------------
     def benchmark(
@@ -208,12 +330,24 @@ class PerfSession:
             # an update measures in fresh processes only; this one just checks the tests run
             result = smoke_run(fn, args, kwargs, config=config, nodeid=item.nodeid, name=name)
         else:
-            try:
-                result = run_benchmark(fn, args, kwargs, config=config, nodeid=item.nodeid, name=name)
-            except PerfCompileError as exc:
-                pytest.fail(str(exc), pytrace=False)
-            result = self._decide(result, config)
+            # one benchmark at a time per machine: xdist workers and other sessions wait here
+            lock = exclusive_lock(MEASUREMENT_LOCK) if not self.settings.worker else contextlib.nullcontext()
+            with lock:
+                try:
+                    result = run_benchmark(
+                        fn,
+                        args,
+                        kwargs,
+                        config=config,
+                        nodeid=item.nodeid,
+                        name=name,
+                        progress=self._progress(benchmark_id(item.nodeid, name)),
+                    )
+                except PerfCompileError as exc:
+                    pytest.fail(str(exc), pytrace=False)
+                result = self._decide(result, config)
         self.results.append(result)
+        _record_properties(item, result)
         item.config.hook.pytest_keisei_perf_result(item=item, result=result)
         if result.failures:
             pytest.fail("\n".join(result.failures), pytrace=False)
@@ -241,6 +375,14 @@ class PerfSession:
             nodeid=result.nodeid,
         )
         failures = [*result.failures, *gate_failures]
+        dropped = speedup_drop(
+            result.to_dict(),
+            self.baselines.get(result.benchmark_id),
+            threshold=config.threshold,
+            alpha=config.alpha,
+        )
+        if dropped:
+            warnings.warn(PerfSpeedupWarning(f"{result.benchmark_id}: {dropped}"), stacklevel=1)
         for mode, verdict in verdicts.items():
             if verdict.status == "no-baseline" and self.settings.require_baseline:
                 failures.append(
@@ -272,6 +414,21 @@ class PerfSession:
             return fresh
 
         return confirm
+
+    def _progress(self, label: str) -> Callable[[str], None] | None:
+        """With ``-v``: what a benchmark is doing, round counts at most every 2 s."""
+        if self.config.get_verbosity() < 1 or self.settings.worker:
+            return None
+        last = [time.monotonic()]
+
+        def say(what: str) -> None:
+            now = time.monotonic()
+            if what.startswith("round ") and now - last[0] < 2.0:
+                return
+            last[0] = now
+            self._say(f"keisei-perf: {label}: {what}")
+
+        return say
 
     def _say(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -311,6 +468,31 @@ class PerfSession:
         if runs:
             path = self.store.replace_runs(runs)
             self._say(f"keisei-perf: stored {total} runs of {len(runs)} benchmark(s) in {path}")
+
+
+def _record_properties(item: pytest.Item, result: PerfResult) -> None:
+    """Results as JUnit XML properties of the test (what ``record_property`` does)."""
+    prefix = f"perf.{result.name}." if result.name else "perf."
+    props: list[tuple[str, object]] = []
+    for mode, m in result.modes.items():
+        props += [(f"{prefix}{mode}.median_s", m.median_s), (f"{prefix}{mode}.rounds", m.rounds)]
+        if m.compile_time_s is not None:
+            props.append((f"{prefix}{mode}.compile_time_s", round(m.compile_time_s, 4)))
+        verdict = result.verdicts.get(mode)
+        if verdict is None:
+            continue
+        props.append((f"{prefix}{mode}.verdict", verdict.status))
+        if verdict.change is not None:
+            props.append((f"{prefix}{mode}.change", round(verdict.change, 5)))
+        if verdict.change_ci is not None:
+            props.append(
+                (f"{prefix}{mode}.change_ci", f"{verdict.change_ci[0]:.5f},{verdict.change_ci[1]:.5f}")
+            )
+        if verdict.detectable_effect is not None:
+            props.append((f"{prefix}{mode}.detectable_effect", round(verdict.detectable_effect, 5)))
+    if result.speedup is not None:
+        props.append((f"{prefix}speedup", round(result.speedup, 4)))
+    item.user_properties.extend(props)
 
 
 class PerfFixture:

@@ -1,4 +1,4 @@
-"""Presenting results: the end-of-session terminal table and the ``--perf-json`` file."""
+"""Presenting results: the terminal table, the Markdown summary and the ``--perf-json`` file."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .result import PerfResult
+from .result import PerfResult, Verdict
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
     "format_duration",
+    "markdown_summary",
     "summary_lines",
+    "table_rows",
     "write_json_atomic",
     "write_json_report",
 ]
@@ -54,44 +57,135 @@ def _row(cells: Sequence[str]) -> str:
     return " ".join(parts).rstrip()
 
 
-def summary_lines(results: Sequence[PerfResult]) -> list[str]:
-    """The table rows: one per benchmark and mode, regressions first."""
-    order = {"regression": 0, "inconclusive": 1, "improvement": 2, "no-baseline": 3, "pass": 4}
-    rows: list[tuple[int, int, list[str]]] = []
+@dataclass(frozen=True)
+class _Row:
+    """One benchmark and mode, as every table shows it."""
+
+    benchmark: str
+    mode: str
+    median_s: float | None
+    spread: float | None
+    verdict: Verdict | None
+    speedup: str
+    compile_time_s: float | None
+    compile_cache: str | None
+
+    @property
+    def status(self) -> str:
+        return self.verdict.status if self.verdict is not None else "-"
+
+
+_ORDER: Final = {"regression": 0, "inconclusive": 1, "improvement": 2, "no-baseline": 3, "pass": 4}
+
+
+def table_rows(results: Sequence[PerfResult]) -> list[_Row]:
+    """One row per benchmark and mode, regressions first, then in run order."""
+    rows: list[tuple[int, int, _Row]] = []
     for index, result in enumerate(results):
+        label = _benchmark_label(result)
         if result.disabled:
-            rows.append((5, index, [_benchmark_label(result), "-", "-", "-", "-", "smoke run", "-", "-"]))
+            rows.append((5, index, _Row(label, "-", None, None, None, "-", None, None)))
             continue
         for mode, m in result.modes.items():
-            verdict = result.verdicts.get(mode)
-            change = "-"
-            if verdict is not None and verdict.change is not None:
-                change = f"{verdict.change:+.1%}"
-                if verdict.change_ci is not None:
-                    change += f" ±{(verdict.change_ci[1] - verdict.change_ci[0]) / 2:.1%}"
             speedup = f"{result.speedup:.2f}x" if mode == "compiled" and result.speedup is not None else "-"
-            if m.fallback:
-                speedup = "fallback"
-            spread = f"±{m.iqr_s / 2 / m.median_s:.1%}" if m.median_s > 0 else "-"
-            status = verdict.status if verdict is not None else "-"
-            rows.append(
-                (
-                    order.get(status, 5),
-                    index,
-                    [
-                        _benchmark_label(result),
-                        mode,
-                        format_duration(m.median_s),
-                        spread,
-                        change,
-                        status,
-                        speedup,
-                        format_duration(m.compile_time_s) if m.compile_time_s is not None else "-",
-                    ],
-                )
+            row = _Row(
+                benchmark=label,
+                mode=mode,
+                median_s=m.median_s,
+                spread=m.iqr_s / 2 / m.median_s if m.median_s > 0 else None,
+                verdict=result.verdicts.get(mode),
+                speedup="fallback" if m.fallback else speedup,
+                compile_time_s=m.compile_time_s,
+                compile_cache=m.compile_cache,
             )
+            rows.append((_ORDER.get(row.status, 5), index, row))
     rows.sort(key=lambda r: (r[0], r[1]))
-    return [_row(_HEADERS), *(_row(cells) for _, _, cells in rows)]
+    return [row for _, _, row in rows]
+
+
+def _compile_cell(row: _Row) -> str:
+    if row.compile_time_s is None:
+        return "-"
+    cache = {"warm": " (warm)", "cold": " (cold)", "partly warm": " (part warm)"}.get(
+        row.compile_cache or "", ""
+    )
+    return format_duration(row.compile_time_s) + cache
+
+
+def summary_lines(results: Sequence[PerfResult]) -> list[str]:
+    """The terminal table: one row per benchmark and mode, regressions first."""
+    lines = [_row(_HEADERS)]
+    for row in table_rows(results):
+        if row.mode == "-":
+            lines.append(_row([row.benchmark, "-", "-", "-", "-", "smoke run", "-", "-"]))
+            continue
+        change = "-"
+        verdict = row.verdict
+        if verdict is not None and verdict.change is not None:
+            change = f"{verdict.change:+.1%}"
+            if verdict.change_ci is not None:
+                change += f" ±{(verdict.change_ci[1] - verdict.change_ci[0]) / 2:.1%}"
+        spread = f"±{row.spread:.1%}" if row.spread is not None else "-"
+        compile_cell = format_duration(row.compile_time_s) if row.compile_time_s is not None else "-"
+        lines.append(
+            _row(
+                [
+                    row.benchmark,
+                    row.mode,
+                    format_duration(row.median_s),
+                    spread,
+                    change,
+                    row.status,
+                    row.speedup,
+                    compile_cell,
+                ]
+            )
+        )
+    return lines
+
+
+def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str:
+    """A GitHub-flavoured Markdown table for job summaries and pull-request comments."""
+    counts = dict.fromkeys(_ORDER, 0)
+    rows = table_rows(results)
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    headline = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    lines = [
+        "### keisei-perf results",
+        "",
+        f"{headline or 'no timed benchmarks'}" + (f" on `{machine}`" if machine else ""),
+        "",
+        "| benchmark | mode | median | change vs baseline (95% CI) | verdict | detectable | speedup "
+        "| compile |",
+        "|---|---|---:|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        verdict = row.verdict
+        change = detectable = "-"
+        if verdict is not None and verdict.change is not None:
+            change = f"{verdict.change:+.1%}"
+            if verdict.change_ci is not None:
+                change += f" ({verdict.change_ci[0]:+.1%} to {verdict.change_ci[1]:+.1%})"
+        if verdict is not None and verdict.detectable_effect is not None:
+            detectable = f"{verdict.detectable_effect:.1%}"
+        status = {"regression": "**regression**", "-": "smoke run"}.get(row.status, row.status)
+        cells = [
+            f"`{_escape(row.benchmark)}`",
+            row.mode,
+            format_duration(row.median_s),
+            change,
+            status,
+            detectable,
+            row.speedup,
+            _compile_cell(row),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("`", "'")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

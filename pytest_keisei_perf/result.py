@@ -41,6 +41,8 @@ class ModeResult:
     warmup_calls: int
     warmup_stable: bool
     compile_time_s: float | None = None
+    #: ``warm`` when inductor's FX-graph cache served the whole compile, ``cold`` when none of it.
+    compile_cache: str | None = None
     fallback: bool = False
     fallback_error: str | None = None
     graph_count: int | None = None
@@ -94,6 +96,8 @@ class PerfResult:
     compile_kwargs: Mapping[str, Any]
     modes: Mapping[str, ModeResult]
     reference_samples_s: tuple[float, ...] = ()
+    #: Which reference workload the samples above timed (runs of other versions do not compare).
+    reference_version: int | None = None
     speedup: float | None = None
     speedup_ci: tuple[float, float] | None = None
     accuracy: AccuracyResult | None = None
@@ -114,6 +118,39 @@ class PerfResult:
         data["modes"] = {name: asdict(mode) | {"rounds": mode.rounds} for name, mode in self.modes.items()}
         data["verdicts"] = {name: asdict(v) for name, v in self.verdicts.items()}
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PerfResult:
+        """Rebuild a result from :meth:`to_dict` output (an xdist worker's, or a ``--perf-json``
+        report's); unknown keys from newer versions are ignored."""
+        modes = {
+            name: _build(ModeResult, m, samples_s=tuple(m["samples_s"])) for name, m in data["modes"].items()
+        }
+        verdicts = {
+            name: _build(Verdict, v, change_ci=_pair(v.get("change_ci")))
+            for name, v in data["verdicts"].items()
+        }
+        accuracy = _build(AccuracyResult, data["accuracy"]) if data.get("accuracy") else None
+        result: PerfResult = _build(
+            cls,
+            data,
+            modes=modes,
+            verdicts=verdicts,
+            accuracy=accuracy,
+            reference_samples_s=tuple(data.get("reference_samples_s", ())),
+            speedup_ci=_pair(data.get("speedup_ci")),
+            failures=tuple(data.get("failures", ())),
+        )
+        return result
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    return (float(value[0]), float(value[1])) if value is not None else None
+
+
+def _build(kind: Any, data: Mapping[str, Any], **overrides: Any) -> Any:
+    known = {f.name for f in fields(kind)}
+    return kind(**{k: v for k, v in data.items() if k in known} | overrides)
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import accuracy, measure, modes
+from . import _compat, accuracy, measure, modes
 from .result import AccuracyResult, ModeResult, PerfResult, benchmark_id
 from .settings import BenchmarkConfig
 from .stats import estimate_speedup, summarize
@@ -45,14 +45,21 @@ def _seeded(call: Callable[[], Any], seed: int = 0) -> Any:
 
 
 def _float64_reference(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Callable[[], Any] | None:
-    """A thunk computing the float64 output, for modules only (a plain callable cannot be cast)."""
-    if not isinstance(fn, nn.Module):
+    """A thunk computing the float64 output, for modules and their bound methods (such as
+    ``model.get_action_and_value``); a plain callable cannot be cast."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(fn, nn.Module):
+        module, method = fn, None
+    elif isinstance(owner, nn.Module) and isinstance(getattr(fn, "__name__", None), str):
+        module, method = owner, fn.__name__
+    else:
         return None
 
     def compute() -> Any:
-        model = copy.deepcopy(fn).double()
+        model = copy.deepcopy(module).double()
+        target = model if method is None else getattr(model, method)
         args64, kwargs64 = accuracy.to_float64(args), accuracy.to_float64(dict(kwargs))
-        return _seeded(lambda: model(*args64, **kwargs64))
+        return _seeded(lambda: target(*args64, **kwargs64))
 
     return compute
 
@@ -61,7 +68,7 @@ def _float64_reference(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 def _benchmark_context(config: BenchmarkConfig) -> Iterator[None]:
     """Pinned threads (set before anything compiles) and, by default, inference mode."""
     grad_mode = torch.inference_mode() if config.inference_mode else contextlib.nullcontext()
-    with measure.pinned_threads(config.threads), grad_mode:
+    with measure.pinned_threads(config.threads), grad_mode, _compat.quiet_structured_trace():
         yield
 
 
@@ -88,12 +95,15 @@ def run_benchmark(
     nodeid: str,
     name: str,
     stopwatch: measure.Stopwatch | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> PerfResult:
     """Check, warm up and time ``fn(*args, **kwargs)`` in every configured mode.
 
     Threads are pinned before anything compiles; the whole run is under ``torch.inference_mode``
-    unless the config says otherwise.
+    unless the config says otherwise. ``progress`` hears what is happening (compiling, warming
+    up, rounds done), for long benchmarks.
     """
+    say = progress or (lambda _: None)
     label = benchmark_id(nodeid, name)
     device = detect_device(fn, args, kwargs)
     stopwatch = stopwatch or measure.Stopwatch.for_device(device)
@@ -108,6 +118,7 @@ def run_benchmark(
         if checking:
             expected, expected_again = _seeded(eager_call), _seeded(eager_call)
         if "compiled" in config.modes:
+            say(f"compiling ({config.compile_kwargs.get('backend', 'inductor')})")
             compile_outcome = modes.compile_callable(
                 fn,
                 args,
@@ -132,9 +143,10 @@ def run_benchmark(
         peaks: dict[str, int | None] = {}
         warmups: dict[str, measure.WarmupResult] = {}
         for mode, call in calls.items():
+            say(f"warming up {mode}")
             with _peak_memory(device, peaks, mode):
                 warmups[mode] = measure.warm_up(call, stopwatch, max_time_s=config.budget_s)
-        reference = measure.reference_workload()
+        reference = measure.reference_workload(device)
         reference_warmup = measure.warm_up(
             reference, stopwatch, max_time_s=0.5, min_batch_s=_REFERENCE_ROUND_S
         )
@@ -145,11 +157,13 @@ def run_benchmark(
         rounds = min(plan.rounds for plan in plans.values())
         per_round = {mode: plan.calls_per_round for mode, plan in plans.items()}
         per_round[measure.REFERENCE] = reference_warmup.batch_calls
+        say(f"timing {rounds} rounds of {', '.join(calls)} with the reference workload")
         samples = measure.run_schedule(
             measure.abba_schedule(list(calls), rounds),
             {**calls, measure.REFERENCE: reference},
             per_round,
             stopwatch,
+            on_round=lambda done, total: say(f"round {done}/{total}"),
         )
         recompiles = modes.recompiles_since(compile_outcome) if compile_outcome else None
 
@@ -160,6 +174,7 @@ def run_benchmark(
         if mode == "compiled" and compile_outcome is not None:
             compiled_facts = {
                 "compile_time_s": compile_outcome.compile_time_s,
+                "compile_cache": compile_outcome.cache,
                 "fallback": compile_outcome.fallback,
                 "fallback_error": compile_outcome.error,
                 "graph_count": compile_outcome.graphs,
@@ -190,6 +205,7 @@ def run_benchmark(
         compile_kwargs=dict(config.compile_kwargs),
         modes=mode_results,
         reference_samples_s=tuple(samples[measure.REFERENCE]),
+        reference_version=measure.REFERENCE_VERSION,
         speedup=speedup,
         speedup_ci=speedup_ci,
         accuracy=accuracy_result,

@@ -19,6 +19,8 @@ from typing import Any, Final
 import pytest
 import torch
 
+from .stats import CONFIRM_RUNS
+
 __all__ = [
     "MODES",
     "BenchmarkConfig",
@@ -135,11 +137,14 @@ class PerfSettings:
     strict_compile: bool = False
     require_baseline: bool = False
     json_path: Path | None = None
+    markdown_path: Path | None = None
+    plot_dir: Path | None = None
+    compile_cache: str | None = None
     disable: bool = False
     budget_s: float = 2.0
     rounds: int = 20
     baseline_runs: int = 5
-    confirm_runs: int = 2
+    confirm_runs: int = CONFIRM_RUNS
     machine: str | None = None
     fail_inconclusive: bool = False
     worker: bool = False
@@ -271,7 +276,7 @@ _OPTIONS: Final = (
         "--perf-confirm-runs",
         _int_at_least(0),
         "fresh processes that re-measure a suspected regression before it fails "
-        "(default 2; 0 = decide at once)",
+        f"(default {CONFIRM_RUNS}; 0 = decide at once)",
         metavar="N",
     ),
     _Option(
@@ -280,6 +285,34 @@ _OPTIONS: Final = (
         _text,
         f"name this machine in baseline keys instead of its hardware fingerprint (env {MACHINE_ENV})",
         metavar="NAME",
+    ),
+    _Option(
+        "markdown_path",
+        "--perf-markdown",
+        _text,
+        "write the results table as Markdown to PATH (appended to $GITHUB_STEP_SUMMARY anyway)",
+        ini=False,
+        metavar="PATH",
+        is_path=True,
+    ),
+    _Option(
+        "plot_dir",
+        "--perf-plot",
+        _text,
+        "draw each benchmark's baseline and current rounds, plus an overview, as PNGs in DIR "
+        "(needs pip install 'pytest-keisei-perf[plot]')",
+        ini=False,
+        metavar="DIR",
+        is_path=True,
+    ),
+    _Option(
+        "compile_cache",
+        "--perf-compile-cache",
+        _text,
+        "folder for inductor's compile cache, kept between runs (default: under pytest's cache "
+        "dir, keyed by torch version and threads; 'torch' keeps torch's default; a set "
+        "$TORCHINDUCTOR_CACHE_DIR wins over the default)",
+        metavar="DIR",
     ),
     _Option(
         "fail_inconclusive",

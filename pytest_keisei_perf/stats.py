@@ -93,6 +93,9 @@ SD_FLOOR: Final = 0.01
 SUSPECT_P: Final = 0.2
 #: Power used for the minimum detectable effect.
 POWER: Final = 0.8
+#: Fresh processes that re-measure a suspect by default: with the 5 baseline runs this detects a
+#: 10% slowdown at the ~5% between-process spread measured on 2-core CI boxes.
+CONFIRM_RUNS: Final = 4
 
 
 def run_statistic(samples_s: Sequence[float], reference_s: Sequence[float]) -> float:
@@ -126,7 +129,7 @@ def detectable_effect(
     sd: float, baseline_runs: int, current_runs: int, alpha: float, power: float = POWER
 ) -> float:
     """Smallest slowdown (fraction) detected with probability ``power`` by the one-sided t-test."""
-    df = baseline_runs - 1
+    df = baseline_runs + current_runs - 2
     se = sd * math.sqrt(1 / current_runs + 1 / baseline_runs)
     return math.expm1((float(sps.t.ppf(1 - alpha, df)) + float(sps.t.ppf(power, df))) * se)
 
@@ -136,9 +139,10 @@ def compare_runs(
 ) -> GateDecision:
     """One-sided t-tests of the current runs' statistics against the baseline runs'.
 
-    The baseline's spread between runs (floored at :data:`SD_FLOOR`) sets the noise scale;
-    df = K - 1 because only the baseline estimates it. ``regression`` needs both significance
-    (p < alpha) and an effect above ``threshold``; ``improvement`` likewise the other way.
+    Student's two-sample test: the spread between runs, pooled over baseline and current runs
+    (a single current run adds no spread; df = K + C - 2) and floored at :data:`SD_FLOOR`, sets
+    the noise scale. ``regression`` needs both significance (p < alpha) and an effect above
+    ``threshold``; ``improvement`` likewise the other way.
     """
     k, c = len(baseline), len(current)
     if c == 0:
@@ -151,10 +155,13 @@ def compare_runs(
             "inconclusive", None, None, None, None, None, k, c,
             reason=f"only {k} baseline run(s); at least {MIN_BASELINE_RUNS} are needed to estimate noise",
         )  # fmt: skip
-    sd = max(float(np.std(baseline, ddof=1)), SD_FLOOR)
+    df = k + c - 2
+    pooled_var = (k - 1) * float(np.var(baseline, ddof=1))
+    if c > 1:
+        pooled_var += (c - 1) * float(np.var(current, ddof=1))
+    sd = max(math.sqrt(pooled_var / df), SD_FLOOR)
     d = float(np.mean(current) - np.mean(baseline))
     se = sd * math.sqrt(1 / c + 1 / k)
-    df = k - 1
     t_value = d / se
     p_slower, p_faster = float(sps.t.sf(t_value, df)), float(sps.t.cdf(t_value, df))
     half = float(sps.t.ppf(0.975, df)) * se
@@ -173,6 +180,46 @@ def compare_runs(
         detectable_effect=detectable_effect(sd, k, c, alpha),
         baseline_runs=k,
         current_runs=c,
+    )
+
+
+def round_statistics(samples_s: Sequence[float], reference_s: Sequence[float]) -> list[float]:
+    """Each round's log time minus the run's median log reference time."""
+    ref = float(np.median(np.log(np.asarray(reference_s, dtype=float))))
+    return [float(v) - ref for v in np.log(np.asarray(samples_s, dtype=float))]
+
+
+def compare_rounds(
+    baseline: Sequence[float], current: Sequence[float], *, threshold: float, alpha: float
+) -> GateDecision:
+    """Welch's t-test on the rounds of one run per side (``round_statistics`` values).
+
+    For comparing two single reports only: rounds of one process share its offset, so this
+    test cannot see between-process noise and is over-confident; the threshold is what guards
+    it. Several runs per side go through :func:`compare_runs` instead.
+    """
+    if len(baseline) < 2 or len(current) < 2:
+        raise ValueError("a round-level comparison needs at least 2 rounds per side")
+    slower = sps.ttest_ind(current, baseline, equal_var=False, alternative="greater")
+    faster = sps.ttest_ind(current, baseline, equal_var=False, alternative="less")
+    interval = sps.ttest_ind(current, baseline, equal_var=False).confidence_interval(0.95)
+    d = float(np.mean(current) - np.mean(baseline))
+    change = math.expm1(d)
+    status = "pass"
+    if float(slower.pvalue) < alpha and change > threshold:
+        status = "regression"
+    elif float(faster.pvalue) < alpha and change < -threshold:
+        status = "improvement"
+    return GateDecision(
+        status=status,
+        change=change,
+        change_ci=(math.expm1(float(interval.low)), math.expm1(float(interval.high))),
+        p_slower=float(slower.pvalue),
+        p_faster=float(faster.pvalue),
+        detectable_effect=None,
+        baseline_runs=1,
+        current_runs=1,
+        reason="round-level test of one run per side: blind to between-process noise",
     )
 
 

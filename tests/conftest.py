@@ -1,15 +1,10 @@
-"""Shared test set-up: one torch thread and a persisted inductor cache so compiled tests stay fast."""
+"""Shared test set-up: one torch thread, dynamo preloaded for in-process pytester sessions.
+
+The inductor cache needs nothing here: the plugin itself persists it under .pytest_cache (see
+pytest_keisei_perf.compile_cache), and inner sessions inherit that folder.
+"""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
-
-# A persisted cache turns a cold inductor compile (~25 s) into a warm one (~3 s); set it before
-# torch is imported anywhere so that inner pytester sessions inherit it too.
-os.environ.setdefault(
-    "TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "torchinductor")
-)
 
 import torch
 

@@ -117,3 +117,24 @@ def test_to_float64_and_snapshot_rebuild_containers() -> None:
     copy = snapshot(out)
     out.pair.a.add_(1)
     assert math.isclose(float(copy.pair.a), 1.0)
+
+
+def test_float64_reference_covers_bound_methods_of_modules() -> None:
+    """On CUDA, get_action_and_value's value differed from eager by 1.2e-5 under compile (TF32):
+    the float64 rule must be available for a module's methods, not only for the module."""
+    import keisei_models
+    from pytest_keisei_perf.runner import _float64_reference
+
+    model = keisei_models.build("resnet_tower_tiny").eval()
+    (obs,) = keisei_models.example_inputs("resnet_tower_tiny", batch_size=2)
+    mask = keisei_models.example_legal_mask("resnet_tower_tiny", batch_size=2)
+    thunk = _float64_reference(model.get_action_and_value, (obs, mask, True), {})
+    assert thunk is not None
+    _action, log_prob, value = thunk()
+    assert value.dtype == torch.float64
+    assert log_prob.dtype == torch.float64
+    assert next(model.parameters()).dtype == torch.float32  # the benchmarked model is untouched
+    with torch.no_grad():
+        _, _, value32 = model.get_action_and_value(obs, mask, True)
+    torch.testing.assert_close(value, value32.double(), rtol=1e-4, atol=1e-5)
+    assert _float64_reference(lambda x: x, (obs,), {}) is None

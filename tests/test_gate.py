@@ -28,6 +28,9 @@ def breaking(x):
         torch._dynamo.graph_break()
     return y.cos()
 
+# a few-microsecond call: its timing wobbles by >5% between sessions; this test is for the
+# compile facts, so its timing gate only catches gross changes
+@pytest.mark.perf(threshold=0.5)
 def test_graphs(perf):
     perf.benchmark(breaking, torch.ones(8))
 """
@@ -81,7 +84,7 @@ def test_injected_slowdown_fails_after_confirmation(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KP_SLOW", "1.5")
-    result = project.runpytest(*FAST)
+    result = project.runpytest(*FAST, "--perf-confirm-runs=2")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -132,3 +135,15 @@ def test_corrupt_baseline_stops_the_run_and_is_left_alone(project: pytest.Pytest
         [f"*keisei-perf: {path}: *reference_samples_s holds -1; samples must be positive*"]
     )
     assert path.read_bytes() == before
+
+
+def test_speedup_drop_is_flagged_only_when_significant() -> None:
+    from pytest_keisei_perf.gate import speedup_drop
+
+    runs = [{"speedup": s} for s in (1.50, 1.53, 1.47, 1.51, 1.49)]
+    message = speedup_drop({"speedup": 1.05}, runs, threshold=0.05, alpha=0.05)
+    assert message is not None
+    assert "dropped from 1.50x (baseline median of 5 runs) to 1.05x" in message
+    assert speedup_drop({"speedup": 1.48}, runs, threshold=0.05, alpha=0.05) is None
+    assert speedup_drop({"speedup": 1.05}, runs[:2], threshold=0.05, alpha=0.05) is None
+    assert speedup_drop({"speedup": None}, runs, threshold=0.05, alpha=0.05) is None

@@ -76,12 +76,13 @@ def _runs(
 
 
 def _gate(rng: np.random.Generator, sd: float, slowdown: float, *, k: int = 5, drift: float = 0.0) -> bool:
-    """The plugin's procedure: stage 1 on this run, then only 2 fresh runs decide."""
+    """The plugin's procedure: stage 1 on this run, then only the fresh runs decide."""
     baseline = _runs(rng, k, sd, drift=drift)
     first = stats.compare_runs(baseline, _runs(rng, 1, sd, slowdown), threshold=0.05, alpha=0.05)
     if not stats.is_suspect(first, 0.05):
         return False
-    final = stats.compare_runs(baseline, _runs(rng, 2, sd, slowdown), threshold=0.05, alpha=0.05)
+    fresh = _runs(rng, stats.CONFIRM_RUNS, sd, slowdown)
+    final = stats.compare_runs(baseline, fresh, threshold=0.05, alpha=0.05)
     return final.status == "regression"
 
 

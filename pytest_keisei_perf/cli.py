@@ -1,0 +1,354 @@
+"""``keisei-perf``: work with baselines and reports outside a test run.
+
+Subcommands: ``baselines`` (what is stored, per machine and benchmark), ``compare`` (two
+``--perf-json`` reports or baseline files, with the gate's statistics; exit 1 on a regression),
+``prune`` (drop entries whose tests no longer exist) and ``architectures`` (what the model
+registry offers). Exit codes: 0 fine, 1 regression (or a broken architecture), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.stats as sps
+
+from . import stats
+from .baseline import BaselineError, load, prune_file
+from .report import format_duration
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """Bad input: the message names the file or argument; exit code 2."""
+
+
+# -- reading runs from either file kind ------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSet:
+    """Runs per benchmark id, read from one file."""
+
+    path: Path
+    kind: str
+    runs: dict[str, list[Mapping[str, Any]]]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise CliError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CliError(f"{path}: not valid JSON: {exc}") from None
+
+
+def read_runs(path: Path) -> RunSet:
+    """A ``--perf-json`` report (one run per benchmark) or a baseline file (its stored runs)."""
+    data = _read_json(path)
+    if isinstance(data, dict) and "benchmarks" in data:
+        try:
+            checked = load(path)
+        except BaselineError as exc:
+            raise CliError(str(exc)) from None
+        return RunSet(path, "baseline", {b: list(e["runs"]) for b, e in checked["benchmarks"].items()})
+    if not (isinstance(data, dict) and isinstance(data.get("results"), list)):
+        raise CliError(f"{path}: neither a --perf-json report nor a baseline file")
+    runs: dict[str, list[Mapping[str, Any]]] = {}
+    for index, result in enumerate(data["results"]):
+        where = f"{path}: results[{index}]"
+        if not isinstance(result, dict) or not isinstance(result.get("benchmark_id"), str):
+            raise CliError(f"{where}: missing benchmark_id")
+        if result.get("disabled"):
+            continue
+        _check_positive(where, result.get("reference_samples_s"))
+        modes = result.get("modes")
+        if not isinstance(modes, dict):
+            raise CliError(f"{where}: missing modes")
+        for mode, facts in modes.items():
+            _check_positive(
+                f"{where}.modes.{mode}", facts.get("samples_s") if isinstance(facts, dict) else None
+            )
+        runs.setdefault(result["benchmark_id"], []).append(result)
+    return RunSet(path, "report", runs)
+
+
+def _check_positive(where: str, samples: Any) -> None:
+    if not isinstance(samples, list) or not samples:
+        raise CliError(f"{where}: samples must be a non-empty list of seconds")
+    for value in samples:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise CliError(f"{where}: sample {value!r} is not a positive finite number of seconds")
+
+
+# -- compare ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    benchmark: str
+    mode: str
+    base_median_s: float
+    new_median_s: float
+    decision: stats.GateDecision | None
+    note: str = ""
+
+
+def _median_of_runs(runs: Sequence[Mapping[str, Any]], mode: str) -> float:
+    return float(np.median([np.median(r["modes"][mode]["samples_s"]) for r in runs]))
+
+
+def compare(base: RunSet, new: RunSet, *, threshold: float, alpha: float) -> list[Comparison]:
+    """Every benchmark and mode in both files, decided like the gate, then BH over all of them."""
+    out: list[Comparison] = []
+    for bench in sorted(set(base.runs) & set(new.runs)):
+        b_runs, n_runs = base.runs[bench], new.runs[bench]
+        versions = {r.get("reference_version", 1) for r in (*b_runs, *n_runs)}
+        for mode in sorted({m for r in n_runs for m in r["modes"]}):
+            b_mode = [r for r in b_runs if mode in r["modes"]]
+            n_mode = [r for r in n_runs if mode in r["modes"]]
+            if not b_mode:
+                continue
+            medians = (_median_of_runs(b_mode, mode), _median_of_runs(n_mode, mode))
+            if len(versions) > 1:
+                out.append(
+                    Comparison(bench, mode, *medians, None, "timed against different reference workloads")
+                )
+                continue
+            run_stats = [
+                [stats.run_statistic(r["modes"][mode]["samples_s"], r["reference_samples_s"]) for r in side]
+                for side in (b_mode, n_mode)
+            ]
+            if len(b_mode) >= stats.MIN_BASELINE_RUNS:
+                decision = stats.compare_runs(*run_stats, threshold=threshold, alpha=alpha)
+            elif len(b_mode) == 1 and len(n_mode) == 1:
+                rounds = [
+                    stats.round_statistics(r["modes"][mode]["samples_s"], r["reference_samples_s"])
+                    for r in (b_mode[0], n_mode[0])
+                ]
+                decision = stats.compare_rounds(*rounds, threshold=threshold, alpha=alpha)
+            else:
+                out.append(
+                    Comparison(bench, mode, *medians, None, f"{len(b_mode)} base runs: need 1 or at least 3")
+                )
+                continue
+            out.append(Comparison(bench, mode, *medians, decision))
+    return _benjamini_hochberg(out, alpha)
+
+
+def _benjamini_hochberg(rows: list[Comparison], alpha: float) -> list[Comparison]:
+    """Regressions must survive BH (scipy's false_discovery_control) across all comparisons."""
+    decided = [r for r in rows if r.decision is not None and r.decision.p_slower is not None]
+    if not decided:
+        return rows
+    adjusted = sps.false_discovery_control([r.decision.p_slower for r in decided])  # type: ignore[union-attr]
+    demoted = {
+        id(r)
+        for r, q in zip(decided, adjusted, strict=True)
+        if r.decision is not None and r.decision.status == "regression" and float(q) >= alpha
+    }
+    result = []
+    for row in rows:
+        if id(row) in demoted and row.decision is not None:
+            decision = stats.GateDecision(**{**row.decision.__dict__, "status": "pass"})
+            row = Comparison(
+                row.benchmark, row.mode, row.base_median_s, row.new_median_s, decision,
+                f"not significant after Benjamini-Hochberg over {len(decided)} comparisons",
+            )  # fmt: skip
+        result.append(row)
+    return result
+
+
+def _comparison_line(row: Comparison) -> str:
+    head = (
+        f"{row.benchmark} [{row.mode}]: {format_duration(row.base_median_s)} -> "
+        f"{format_duration(row.new_median_s)}"
+    )
+    d = row.decision
+    if d is None:
+        return f"{head}: not compared ({row.note})"
+    if d.change is None:
+        return f"{head}: inconclusive ({d.reason})"
+    assert d.change_ci is not None
+    p = d.p_slower if d.change >= 0 else d.p_faster
+    text = (
+        f"{head}: {d.status}, change {d.change:+.1%} (95% CI {d.change_ci[0]:+.1%} to "
+        f"{d.change_ci[1]:+.1%}), p={p:.3g}, {d.baseline_runs} vs {d.current_runs} run(s)"
+    )
+    if d.detectable_effect is not None:
+        text += f", detectable {d.detectable_effect:.1%}"
+    notes = [n for n in (d.reason, row.note) if n]
+    return text + (f" [{'; '.join(notes)}]" if notes else "")
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    base, new = read_runs(args.base), read_runs(args.new)
+    rows = compare(base, new, threshold=args.threshold, alpha=args.alpha)
+    if not rows:
+        raise CliError(f"{args.base} and {args.new} have no benchmark in common")
+    for row in rows:
+        print(_comparison_line(row))
+    regressions = [r for r in rows if r.decision is not None and r.decision.status == "regression"]
+    print(f"{len(regressions)} regression(s) in {len(rows)} comparison(s)")
+    return 1 if regressions else 0
+
+
+# -- baselines -------------------------------------------------------------------------------------
+def _cmd_baselines(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    if not directory.is_dir():
+        raise CliError(f"{directory}: no such baseline directory")
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        print(f"no baseline files in {directory}")
+        return 0
+    for path in files:
+        try:
+            data = load(path)
+        except BaselineError as exc:
+            raise CliError(str(exc)) from None
+        facts = data.get("machine", {})
+        described = ", ".join(
+            f"{k} {facts[k]}" for k in ("name", "cpu_model", "torch", "threads") if k in facts
+        )
+        print(f"{path.stem}  ({described})")
+        for bench, entry in sorted(data["benchmarks"].items()):
+            runs = entry["runs"]
+            modes = sorted({m for r in runs for m in r["modes"]})
+            times = "  ".join(
+                f"{m} {format_duration(_median_of_runs([r for r in runs if m in r['modes']], m))}"
+                for m in modes
+            )
+            last = runs[-1]
+            commit = (last.get("git_commit") or "-")[:10]
+            print(f"  {bench}  {len(runs)} runs  {times}  last {last.get('timestamp', '-')}  commit {commit}")
+    return 0
+
+
+# -- prune -----------------------------------------------------------------------------------------
+def collect_perf_nodeids(pytest_args: Sequence[str], cwd: Path) -> set[str]:
+    """Node ids of the perf tests pytest collects here now (a ``--collect-only`` subprocess)."""
+    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "perf", "-p", "no:cacheprovider"]
+    proc = subprocess.run([*command, *pytest_args], cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode not in (0, 5):  # 5: nothing collected
+        raise CliError(
+            f"collecting tests failed (pytest exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
+    return {line.strip() for line in proc.stdout.splitlines() if "::" in line and " " not in line.strip()}
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    if not directory.is_dir():
+        raise CliError(f"{directory}: no such baseline directory")
+    nodeids = collect_perf_nodeids(args.pytest_args, Path.cwd())
+    if not nodeids:
+        raise CliError("no perf tests collected; refusing to prune every entry (check the pytest arguments)")
+
+    def keep(bench: str) -> bool:
+        return bench in nodeids or any(bench.startswith(f"{n}::") for n in nodeids)
+
+    total = 0
+    for path in sorted(directory.glob("*.json")):
+        try:
+            dropped = prune_file(path, keep, dry_run=args.dry_run)
+        except BaselineError as exc:
+            raise CliError(str(exc)) from None
+        for bench in dropped:
+            print(f"{'would drop' if args.dry_run else 'dropped'} {bench} from {path.name}")
+        total += len(dropped)
+    print(f"{total} stale entr{'y' if total == 1 else 'ies'} {'found' if args.dry_run else 'removed'}")
+    return 0
+
+
+# -- architectures ---------------------------------------------------------------------------------
+def _cmd_architectures(args: argparse.Namespace) -> int:
+    import keisei_models
+
+    broken = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = keisei_models.available()
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    print(f"{'name':<22} {'input (batch first)':<22} {'actions':>8} {'parameters':>12}  description")
+    for name in names:
+        try:
+            spec = keisei_models.get(name)
+            params = sum(p.numel() for p in keisei_models.build(name).parameters())
+        except Exception as exc:  # ArchitectureLoadError, or anything a third-party factory raises
+            broken += 1
+            print(f"{name:<22} cannot be loaded: {exc}")
+            continue
+        shape = "(B, " + ", ".join(map(str, spec.input_shape)) + ")"
+        print(f"{name:<22} {shape:<22} {spec.num_actions:>8} {params:>12,}  {spec.description}")
+    return 1 if broken else 0
+
+
+# -- entry point -----------------------------------------------------------------------------------
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keisei-perf", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    listing = sub.add_parser("baselines", help="list stored baselines per machine and benchmark")
+    listing.add_argument("--dir", type=Path, default=Path("baselines"), help="baseline directory")
+    listing.set_defaults(run=_cmd_baselines)
+    comparing = sub.add_parser(
+        "compare",
+        help="compare two --perf-json reports or baseline files; exit 1 on a regression",
+        description="Runs of the same benchmark are compared like the gate does: with at least 3 "
+        "base runs (a baseline file) by the run-level t-test, one run per side by a round-level "
+        "Welch test; regressions must survive Benjamini-Hochberg.",
+    )
+    comparing.add_argument("base", type=Path, help="the reference: a --perf-json report or baseline file")
+    comparing.add_argument("new", type=Path, help="the candidate: a --perf-json report or baseline file")
+    comparing.add_argument("--threshold", type=_fraction, default=0.05, help="smallest change that counts")
+    comparing.add_argument("--alpha", type=_fraction, default=0.05, help="significance level")
+    comparing.set_defaults(run=_cmd_compare)
+    pruning = sub.add_parser(
+        "prune",
+        help="drop baseline entries whose tests no longer exist (run from the project root)",
+        description="Collects the perf tests with pytest --collect-only; "
+        "extra arguments after -- go to pytest.",
+    )
+    pruning.add_argument("--dir", type=Path, default=Path("baselines"), help="baseline directory")
+    pruning.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    pruning.add_argument("pytest_args", nargs="*", help="arguments for pytest's collection, e.g. tests/perf")
+    pruning.set_defaults(run=_cmd_prune)
+    arches = sub.add_parser("architectures", help="list registered architectures with shapes and parameters")
+    arches.set_defaults(run=_cmd_architectures)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except CliError as exc:
+        print(f"keisei-perf: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Running in CI: Markdown summaries, JUnit properties, plots, progress lines, compile cache, xdist."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytest_keisei_perf import _compat
+from pytest_keisei_perf.compile_cache import CACHE_ENV, default_cache_dir, resolve_cache_dir
+from pytest_keisei_perf.report import markdown_summary
+from pytest_keisei_perf.result import ModeResult, PerfResult, Verdict
+
+FAST = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-compile-backend=eager", "-p", "no:cacheprovider")
+
+TWO_BENCHMARKS = """
+import torch
+
+def test_model(perf):
+    torch.manual_seed(0)
+    perf.benchmark(torch.nn.Linear(8, 4).eval(), torch.randn(3, 8))
+
+def test_function(perf):
+    perf.benchmark(lambda x: x.sin() + 1, torch.ones(16), name="sin")
+"""
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _result(name: str, status: str, change: float | None) -> PerfResult:
+    mode = ModeResult("eager", 1e-3, 1e-5, (1e-3,) * 5, 1, 10, True)
+    verdict = Verdict(
+        "eager", status, change=change, change_ci=(change - 0.02, change + 0.02) if change else None
+    )
+    return PerfResult(
+        nodeid=f"t.py::{name}", name="", device="cpu", threads=1, compile_kwargs={},
+        modes={"eager": mode}, verdicts={"eager": verdict},
+    )  # fmt: skip
+
+
+def test_markdown_puts_regressions_first_with_intervals() -> None:
+    text = markdown_summary(
+        [
+            _result("fine", "pass", 0.01),
+            _result("slow", "regression", 0.3),
+            _result("new", "no-baseline", None),
+        ],
+        machine="box-1",
+    )
+    lines = text.splitlines()
+    assert lines[0] == "### keisei-perf results"
+    assert "1 regression, 1 no-baseline, 1 pass on `box-1`" in text
+    rows = [line for line in lines if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["slow", "new", "fine"]
+    assert "| +30.0% (+28.0% to +32.0%) | **regression** |" in rows[0]
+
+
+def test_markdown_file_step_summary_and_junit_properties(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytester.makepyfile(TWO_BENCHMARKS)
+    step_summary = tmp_path / "step_summary.md"
+    step_summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    junit = tmp_path / "junit.xml"
+    result = pytester.runpytest(*FAST, "--perf-markdown=out/perf.md", f"--junitxml={junit}")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*keisei-perf: Markdown summary written to *perf.md*"])
+    markdown = (pytester.path / "out" / "perf.md").read_text()
+    assert "| `test_model` | compiled |" in markdown
+    assert "| `test_function[sin]` | eager |" in markdown
+    assert step_summary.read_text() == "earlier step\n" + markdown + "\n"
+
+    properties = {
+        (case.get("name"), prop.get("name")): prop.get("value")
+        for case in ET.parse(junit).getroot().iter("testcase")
+        for prop in case.iter("property")
+    }
+    assert float(properties[("test_model", "perf.eager.median_s")]) > 0
+    assert properties[("test_model", "perf.compiled.verdict")] == "no-baseline"
+    assert float(properties[("test_model", "perf.compiled.compile_time_s")]) > 0
+    assert float(properties[("test_model", "perf.speedup")]) > 0
+    assert properties[("test_function", "perf.sin.eager.rounds")] == "5"
+
+
+def test_plots_are_written_as_png(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("matplotlib")
+    pytester.makepyfile(TWO_BENCHMARKS)
+    result = pytester.runpytest(*FAST, "--perf-plot=plots")
+    result.assert_outcomes(passed=2)
+    names = sorted(p.name for p in (pytester.path / "plots").iterdir())
+    assert names == ["overview.png", "test_plots_are_written_as_png.py_test_function_sin.png",
+                     "test_plots_are_written_as_png.py_test_model.png"]  # fmt: skip
+    from matplotlib.image import imread
+
+    for name in names:
+        path = pytester.path / "plots" / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        height, width, _ = imread(path).shape
+        assert height > 100
+        assert width > 100
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    pytester.makepyfile(TWO_BENCHMARKS)
+    result = pytester.runpytest(*FAST, "--perf-plot=plots")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--perf-plot needs matplotlib: pip install 'pytest-keisei-perf[[]plot[]]'*"]
+    )
+    assert not (pytester.path / "plots").exists()
+
+
+def test_verbose_runs_say_what_a_benchmark_is_doing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(TWO_BENCHMARKS)
+    result = pytester.runpytest(*FAST, "-v", "-k", "test_model")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*keisei-perf: *::test_model: compiling (eager)*",
+            "*keisei-perf: *::test_model: warming up eager*",
+            "*keisei-perf: *::test_model: warming up compiled*",
+            "*keisei-perf: *::test_model: timing 5 rounds of eager, compiled with the reference workload*",
+        ]
+    )
+    quiet = pytester.runpytest(*FAST, "-k", "test_model")
+    assert "warming up" not in quiet.stdout.str()
+
+
+# -- the compile cache ------------------------------------------------------------------------------
+def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    default, source = resolve_cache_dir(None, tmp_path / ".pytest_cache", 1)
+    assert source == "default"
+    assert default == default_cache_dir(tmp_path / ".pytest_cache", 1)
+    assert default.parent == tmp_path / ".pytest_cache" / "keisei-perf" / "inductor"
+    assert torch.__version__.split("+")[0] in default.name
+    assert default.name.endswith("-1t")
+    assert default_cache_dir(tmp_path, 2) != default_cache_dir(tmp_path, 1)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert resolve_cache_dir(None, tmp_path, 1) == (tmp_path / "mine", f"${CACHE_ENV}")
+    assert resolve_cache_dir(str(tmp_path / "opt"), tmp_path, 1) == (tmp_path / "opt", "--perf-compile-cache")
+    assert resolve_cache_dir("torch", tmp_path, 1) == (None, "--perf-compile-cache=torch")
+    # inductor writes its own default into the variable once it compiles: that is not a choice
+    monkeypatch.setenv(CACHE_ENV, _compat.torch_default_cache_dir())
+    assert resolve_cache_dir(None, tmp_path, 1) == (default_cache_dir(tmp_path, 1), "default")
+
+
+def test_session_points_inductor_at_the_default_cache_and_restores_the_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    pytester.makepyfile(
+        """
+import os
+def test_env(perf):
+    print("CACHE=" + os.environ["TORCHINDUCTOR_CACHE_DIR"])
+"""
+    )
+    result = pytester.runpytest("-s", "--perf-disable")
+    result.assert_outcomes(passed=1)
+    expected = default_cache_dir(pytester.path / ".pytest_cache", 1)
+    result.stdout.fnmatch_lines([f"*keisei-perf: compile cache {expected} (default)*", f"*CACHE={expected}"])
+    assert expected.is_dir()
+    assert CACHE_ENV not in os.environ
+
+
+def test_compile_cache_state_tells_cold_from_warm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "inductor"))
+
+    def compile_once() -> str | None:
+        torch.compiler.reset()
+        _compat.reset_dynamo_counters()
+        torch.compile(lambda x: (x * 3.25).sin())(torch.ones(4))
+        return _compat.compile_cache_state()
+
+    try:
+        assert compile_once() == "cold"
+        assert compile_once() == "warm"
+    finally:
+        torch.compiler.reset()
+
+
+# -- pytest-xdist -----------------------------------------------------------------------------------
+XDIST_SUITE = (
+    TWO_BENCHMARKS
+    + """
+def test_not_perf():
+    pass
+"""
+)
+
+
+def test_xdist_prints_one_summary_and_warns_about_concurrent_tests(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(XDIST_SUITE)
+    result = pytester.runpytest_subprocess(*FAST, "-n", "2", "--perf-json=report.json")
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str()
+    assert out.count("keisei-perf results") == 1
+    result.stdout.fnmatch_lines(
+        ["*PerfXdistWarning*", "*keisei-perf results*", "test_function[[]sin[]]*eager*", "test_model*eager*"]
+    )
+    report = json.loads((pytester.path / "report.json").read_text())
+    assert sorted(r["benchmark_id"] for r in report["results"]) == [
+        "test_xdist_prints_one_summary_and_warns_about_concurrent_tests.py::test_function::sin",
+        "test_xdist_prints_one_summary_and_warns_about_concurrent_tests.py::test_model",
+    ]
+
+
+def test_xdist_update_loses_no_baseline_entry(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("KEISEI_PERF_MACHINE", "xdist-box")
+    pytester.makepyfile(TWO_BENCHMARKS)
+    pytester.makepyfile(test_more=TWO_BENCHMARKS)
+    result = pytester.runpytest_subprocess(
+        *FAST, "-n", "2", "-m", "perf", "--perf-update-baseline", "--perf-baseline-runs=2"
+    )
+    result.assert_outcomes(passed=4)
+    (path,) = (pytester.path / "baselines").glob("xdist-box-*.json")
+    benchmarks = json.loads(path.read_text())["benchmarks"]
+    assert len(benchmarks) == 4
+    assert all(len(entry["runs"]) == 2 for entry in benchmarks.values())
+
+
+# -- the example workflow ---------------------------------------------------------------------------
+def test_example_workflow_is_valid_and_keeps_the_compile_cache() -> None:
+    yaml = pytest.importorskip("yaml")
+    path = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "perf.yml"
+    workflow = yaml.safe_load(path.read_text())
+    steps = workflow["jobs"]["perf"]["steps"]
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))
+    assert cache["with"]["path"] == ".pytest_cache/keisei-perf"
+    runs = "\n".join(s.get("run", "") for s in steps)
+    assert "pip install -e '.[plot]'" in runs
+    assert "pytest -m perf -v --perf-json=perf-report.json --perf-plot=perf-plots" in runs
+    assert "pytest -m perf --perf-update-baseline" in runs
+    assert workflow["env"]["KEISEI_PERF_MACHINE"]

@@ -1,0 +1,191 @@
+"""``keisei-perf``: listing baselines, comparing reports, pruning, architectures, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytest_keisei_perf.baseline import BaselineStore, machine_key, run_record
+from pytest_keisei_perf.cli import main
+from pytest_keisei_perf.report import write_json_report
+from pytest_keisei_perf.result import ModeResult, PerfResult
+
+FACTS = {"cpu_model": "Test CPU 9000", "cpu_count": 2, "machine": "x86_64", "torch": "2.13.0", "threads": 1}
+BENCH = "tests/perf/test_x.py::test_model"
+
+
+def _result(rng: np.random.Generator, scale: float = 1.0, *, nodeid: str = BENCH) -> PerfResult:
+    """One process's result: 20 rounds around 1 ms (times ``scale``) with 3% per-process offset."""
+    offset = float(np.exp(rng.normal(0, 0.03)))
+    samples = tuple(float(v) for v in 1e-3 * scale * offset * np.exp(rng.normal(0, 0.01, 20)))
+    reference = tuple(float(v) for v in 1e-4 * offset * np.exp(rng.normal(0, 0.01, 20)))
+    mode = ModeResult("eager", float(np.median(samples)), 1e-5, samples, 10, 30, True)
+    return PerfResult(
+        nodeid=nodeid,
+        name="",
+        device="cpu",
+        threads=1,
+        compile_kwargs={},
+        modes={"eager": mode},
+        reference_samples_s=reference,
+        reference_version=2,
+    )
+
+
+def _report(path: Path, *results: PerfResult) -> Path:
+    write_json_report(path, machine=FACTS, settings={}, results=list(results))
+    return path
+
+
+def _baseline_dir(tmp_path: Path, benches: dict[str, float], runs: int = 5) -> Path:
+    rng = np.random.default_rng(0)
+    key, facts = machine_key(FACTS)
+    store = BaselineStore(tmp_path / "baselines", key, facts)
+    store.replace_runs(
+        {
+            bench: [
+                run_record(_result(rng, scale, nodeid=bench).to_dict(), git_commit="abc") for _ in range(runs)
+            ]
+            for bench, scale in benches.items()
+        }
+    )
+    return store.directory
+
+
+def test_baselines_lists_machines_and_benchmarks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = _baseline_dir(tmp_path, {BENCH: 1.0})
+    assert main(["baselines", "--dir", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "test-cpu-9000-" in out
+    assert "cpu_model Test CPU 9000" in out
+    assert f"{BENCH}  5 runs  eager 1" in out
+    assert "commit abc" in out
+
+
+def test_compare_two_reports_passes_identical_and_fails_a_slowdown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(1)
+    base = _report(tmp_path / "base.json", _result(rng))
+    same = _report(tmp_path / "same.json", _result(rng))
+    slow = _report(tmp_path / "slow.json", _result(rng, 1.5))
+    assert main(["compare", str(base), str(same)]) == 0
+    assert "0 regression(s) in 1 comparison(s)" in capsys.readouterr().out
+    assert main(["compare", str(base), str(slow)]) == 1
+    out = capsys.readouterr().out
+    assert f"{BENCH} [eager]: 1" in out
+    assert "regression, change +" in out
+    assert "round-level test of one run per side" in out
+
+
+def test_compare_against_a_baseline_file_uses_the_run_level_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = _baseline_dir(tmp_path, {BENCH: 1.0})
+    (baseline_file,) = directory.glob("*.json")
+    slow = _report(tmp_path / "slow.json", _result(np.random.default_rng(2), 1.4))
+    assert main(["compare", str(baseline_file), str(slow)]) == 1
+    out = capsys.readouterr().out
+    assert "5 vs 1 run(s), detectable" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("{not json", "not valid JSON"),
+        ('{"something": 1}', "neither a --perf-json report nor a baseline file"),
+        (
+            '{"results": [{"benchmark_id": "a", "modes": {}, "reference_samples_s": [-1.0]}]}',
+            "not a positive",
+        ),
+        ('{"schema_version": 99, "benchmarks": {}}', "newer"),
+    ],
+)
+def test_compare_bad_input_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+) -> None:
+    good = _report(tmp_path / "good.json", _result(np.random.default_rng(3)))
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    assert main(["compare", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keisei-perf: error: ")
+    assert str(bad) in err
+    assert message in err
+
+
+def test_prune_drops_entries_of_tests_that_are_gone(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytester.makepyfile(test_x="def test_kept(perf):\n    pass\n")
+    directory = _baseline_dir(
+        pytester.path,
+        {"test_x.py::test_kept": 1.0, "test_x.py::test_kept::named": 1.0, "test_x.py::gone": 1.0},
+        3,
+    )
+    (path,) = directory.glob("*.json")
+    before = path.read_text()
+    monkeypatch.chdir(pytester.path)
+    assert main(["prune", "--dry-run"]) == 0
+    assert "would drop test_x.py::gone" in capsys.readouterr().out
+    assert path.read_text() == before
+    assert main(["prune"]) == 0
+    assert "1 stale entry removed" in capsys.readouterr().out
+    assert set(json.loads(path.read_text())["benchmarks"]) == {
+        "test_x.py::test_kept",
+        "test_x.py::test_kept::named",
+    }
+
+
+def test_prune_refuses_when_no_perf_test_is_collected(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytester.makepyfile(test_x="def test_plain():\n    pass\n")
+    directory = _baseline_dir(pytester.path, {"test_x.py::old": 1.0}, 3)
+    monkeypatch.chdir(pytester.path)
+    assert main(["prune", "--dir", str(directory)]) == 2
+    assert "refusing to prune every entry" in capsys.readouterr().err
+    (path,) = directory.glob("*.json")
+    assert "test_x.py::old" in json.loads(path.read_text())["benchmarks"]
+
+
+def test_architectures_lists_shapes_and_parameter_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["architectures"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet_tower " in out
+    assert "(B, 46, 9, 9)" in out
+    assert "13,241,300" in out
+    assert "resnet_tower_tiny" in out
+    assert "2,216,516" in out
+    assert "13527" in out
+
+
+def test_console_script_module_runs_and_reports_errors(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_keisei_perf.cli",
+            "compare",
+            str(tmp_path / "a.json"),
+            str(tmp_path / "b.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'a.json'}: no such file" in proc.stderr
+    usage = subprocess.run(
+        [sys.executable, "-m", "pytest_keisei_perf.cli"], capture_output=True, text=True, check=False
+    )
+    assert usage.returncode == 2
+    assert "baselines" in usage.stderr
+    assert "compare" in usage.stderr
