@@ -35,9 +35,11 @@ def _inputs(batch_size: int) -> tuple[torch.Tensor, ...]:
     return keisei_models.example_inputs(ARCH, batch_size=batch_size, device=DEVICE)
 
 
-@pytest.mark.perf(budget=1.0)
+# Compiled batch 1 is bimodal between processes on these CPUs (26-36 ms per call, a ~40%
+# detectable effect); a 5% threshold false-alarmed once when the baseline drew mostly fast runs.
+@pytest.mark.perf(budget=1.0, threshold=0.2)
 def test_forward_batch1(perf, tower: ActorCriticBase) -> None:  # type: ignore[no-untyped-def]
-    """Self-play inference. torch.compile is known to be SLOWER here on these CPUs (~0.6x)."""
+    """Self-play inference. torch.compile is known to be SLOWER here on these CPUs (~0.6-0.8x)."""
     result = perf.benchmark(tower, *_inputs(1))
     assert result.accuracy is None or result.accuracy.passed
 
