@@ -37,6 +37,7 @@ __all__ = [
     "machine_key",
     "prune_file",
     "run_record",
+    "sample_problem",
 ]
 
 #: Version of the baseline layout. 1: first release.
@@ -116,9 +117,10 @@ def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str
     }
 
 
-def _check_samples(path: Path, where: str, samples: Any) -> None:
+def sample_problem(samples: Any) -> str | None:
+    """Why ``samples`` is not a non-empty list of positive finite seconds, or None if it is."""
     if not isinstance(samples, list) or not samples:
-        raise BaselineError(f"{path}: {where} must be a non-empty list of seconds")
+        return "must be a non-empty list of seconds"
     for value in samples:
         if (
             isinstance(value, bool)
@@ -126,7 +128,14 @@ def _check_samples(path: Path, where: str, samples: Any) -> None:
             or not math.isfinite(value)
             or value <= 0
         ):
-            raise BaselineError(f"{path}: {where} holds {value!r}; samples must be positive finite seconds")
+            return f"holds {value!r}; samples must be positive finite seconds"
+    return None
+
+
+def _check_samples(path: Path, where: str, samples: Any) -> None:
+    problem = sample_problem(samples)
+    if problem:
+        raise BaselineError(f"{path}: {where} {problem}")
 
 
 def validate(path: Path, data: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import subprocess
 import sys
 import warnings
@@ -23,7 +23,7 @@ import numpy as np
 import scipy.stats as sps
 
 from . import stats
-from .baseline import BaselineError, load, prune_file
+from .baseline import BaselineError, load, prune_file, sample_problem
 from .report import format_duration
 
 __all__ = ["main"]
@@ -72,29 +72,22 @@ def read_runs(path: Path) -> RunSet:
             raise CliError(f"{where}: missing benchmark_id")
         if result.get("disabled"):
             continue
-        _check_positive(where, result.get("reference_samples_s"))
+        _check_positive(f"{where}.reference_samples_s", result.get("reference_samples_s"))
         modes = result.get("modes")
         if not isinstance(modes, dict):
             raise CliError(f"{where}: missing modes")
         for mode, facts in modes.items():
             _check_positive(
-                f"{where}.modes.{mode}", facts.get("samples_s") if isinstance(facts, dict) else None
+                f"{where}.modes.{mode}.samples_s", facts.get("samples_s") if isinstance(facts, dict) else None
             )
         runs.setdefault(result["benchmark_id"], []).append(result)
     return RunSet(path, "report", runs)
 
 
 def _check_positive(where: str, samples: Any) -> None:
-    if not isinstance(samples, list) or not samples:
-        raise CliError(f"{where}: samples must be a non-empty list of seconds")
-    for value in samples:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise CliError(f"{where}: sample {value!r} is not a positive finite number of seconds")
+    problem = sample_problem(samples)
+    if problem:
+        raise CliError(f"{where} {problem}")
 
 
 # -- compare ---------------------------------------------------------------------------------------
@@ -348,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"keisei-perf: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`keisei-perf baselines | head`): stop quietly, like other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

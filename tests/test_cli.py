@@ -102,7 +102,7 @@ def test_compare_against_a_baseline_file_uses_the_run_level_test(
         ('{"something": 1}', "neither a --perf-json report nor a baseline file"),
         (
             '{"results": [{"benchmark_id": "a", "modes": {}, "reference_samples_s": [-1.0]}]}',
-            "not a positive",
+            "reference_samples_s holds -1.0; samples must be positive finite seconds",
         ),
         ('{"schema_version": 99, "benchmarks": {}}', "newer"),
     ],
