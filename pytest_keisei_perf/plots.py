@@ -103,7 +103,7 @@ def _overview_figure(results: Sequence[PerfResult]) -> Any:
     from matplotlib.figure import Figure
 
     rows = [row for row in table_rows(results) if row.mode != "-"]
-    figure = Figure(figsize=(9, 1.2 + 0.45 * len(rows)), layout="constrained")
+    figure = Figure(figsize=(12, 1.4 + 0.45 * len(rows)), layout="constrained")
     ax = figure.subplots()
     for y, row in enumerate(reversed(rows)):
         verdict = row.verdict
@@ -118,7 +118,9 @@ def _overview_figure(results: Sequence[PerfResult]) -> Any:
             ax.errorbar(centre, y, xerr=[[centre - low], [high - centre]], color="black", capsize=3)
     ax.set_yticks(range(len(rows)), [f"{row.benchmark} [{row.mode}]" for row in reversed(rows)])
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("change vs baseline (%), machine-normalised, with 95% interval")
-    ax.set_title("keisei-perf: regressions red, improvements green, passes blue")
+    ax.set_xlabel("change vs baseline (%, machine-normalised, 95% interval)")
+    figure.suptitle(
+        "keisei-perf: regressions red, improvements green, passes blue, no baseline grey", fontsize=11
+    )
     ax.grid(axis="x", alpha=0.3)
     return figure
