@@ -58,7 +58,8 @@ class CompileCache:
         if self.directory is None:
             return
         self._previous = os.environ.get(CACHE_ENV)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # no mkdir: inductor creates the folder when it first compiles, so sessions that never
+        # compile leave no trace on disk
         os.environ[CACHE_ENV] = str(self.directory)
         self._active = True
 

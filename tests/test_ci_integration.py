@@ -169,7 +169,7 @@ def test_env(perf):
     result.assert_outcomes(passed=1)
     expected = default_cache_dir(pytester.path / ".pytest_cache", 1)
     result.stdout.fnmatch_lines([f"*keisei-perf: compile cache {expected} (default)*", f"*CACHE={expected}"])
-    assert expected.is_dir()
+    assert not expected.exists()  # nothing compiled, nothing written
     assert CACHE_ENV not in os.environ
 
 
