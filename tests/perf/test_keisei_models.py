@@ -35,8 +35,8 @@ def _inputs(batch_size: int) -> tuple[torch.Tensor, ...]:
     return keisei_models.example_inputs(ARCH, batch_size=batch_size, device=DEVICE)
 
 
-# Compiled batch 1 is bimodal between processes on these CPUs (26-36 ms per call, a ~40%
-# detectable effect); a 5% threshold false-alarmed once when the baseline drew mostly fast runs.
+# Compiled batch 1 has read 26-38 ms per call across processes on these CPUs (detectable effects
+# of 12-40%); a 5% threshold false-alarmed once when the baseline drew mostly fast runs.
 @pytest.mark.perf(budget=1.0, threshold=0.2)
 def test_forward_batch1(perf, tower: ActorCriticBase) -> None:  # type: ignore[no-untyped-def]
     """Self-play inference. torch.compile is known to be SLOWER here on these CPUs (~0.6-0.8x)."""
