@@ -80,7 +80,7 @@ def test_compare_two_reports_passes_identical_and_fails_a_slowdown(
     out = capsys.readouterr().out
     assert f"{BENCH} [eager]: 1" in out
     assert "regression, change +" in out
-    assert "round-level test of one run per side" in out
+    assert "one run per side: rounds plus an assumed 3% between-process spread" in out
 
 
 def test_compare_against_a_baseline_file_uses_the_run_level_test(

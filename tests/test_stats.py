@@ -172,3 +172,23 @@ def test_online_bh_is_stricter_with_more_benchmarks() -> None:
     assert stats.online_bh_rejects(0.04, [], total=1, alpha=0.05)
     assert not stats.online_bh_rejects(0.04, [], total=10, alpha=0.05)
     assert stats.online_bh_rejects(0.009, [0.001, 0.002], total=10, alpha=0.05)  # rank 3: 3*0.05/10
+
+
+def test_one_run_per_side_comparison_accounts_for_between_process_noise() -> None:
+    """keisei-perf compare of two single reports: rounds alone false-alarm often (13% here)."""
+
+    def run(rng: np.random.Generator, slowdown: float = 0.0) -> list[float]:
+        return list(math.log1p(slowdown) + rng.normal(0, MODERATE_SD) + rng.normal(0, 0.01, 20))
+
+    def alarm(rng: np.random.Generator, slowdown: float, **kwargs: float) -> bool:
+        decision = stats.compare_rounds(run(rng), run(rng, slowdown), threshold=0.05, alpha=0.05, **kwargs)
+        return decision.status == "regression"
+
+    rng = np.random.default_rng(5)
+    trials = 2000
+    widened = sum(alarm(rng, 0.0) for _ in range(trials)) / trials
+    rounds_only = sum(alarm(rng, 0.0, between_run_sd=0.0) for _ in range(trials)) / trials
+    power25 = sum(alarm(rng, 0.25) for _ in range(trials)) / trials
+    assert widened <= 0.06, f"A/A false alarms {widened:.1%}"
+    assert rounds_only > 2 * widened, f"rounds only {rounds_only:.1%} vs widened {widened:.1%}"
+    assert power25 >= 0.99, f"power at +25% {power25:.1%}"
