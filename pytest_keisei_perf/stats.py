@@ -161,7 +161,24 @@ def compare_runs(
         pooled_var += (c - 1) * float(np.var(current, ddof=1))
     sd = max(math.sqrt(pooled_var / df), SD_FLOOR)
     d = float(np.mean(current) - np.mean(baseline))
-    se = sd * math.sqrt(1 / c + 1 / k)
+    return _t_decision(
+        d, sd * math.sqrt(1 / c + 1 / k), df, threshold=threshold, alpha=alpha,
+        detectable=detectable_effect(sd, k, c, alpha), runs=(k, c),
+    )  # fmt: skip
+
+
+def _t_decision(
+    d: float,
+    se: float,
+    df: float,
+    *,
+    threshold: float,
+    alpha: float,
+    detectable: float | None,
+    runs: tuple[int, int],
+    reason: str = "",
+) -> GateDecision:
+    """One-sided p-values both ways, a 95% interval and the verdict for a log difference ``d``."""
     t_value = d / se
     p_slower, p_faster = float(sps.t.sf(t_value, df)), float(sps.t.cdf(t_value, df))
     half = float(sps.t.ppf(0.975, df)) * se
@@ -177,9 +194,10 @@ def compare_runs(
         change_ci=(math.expm1(d - half), math.expm1(d + half)),
         p_slower=p_slower,
         p_faster=p_faster,
-        detectable_effect=detectable_effect(sd, k, c, alpha),
-        baseline_runs=k,
-        current_runs=c,
+        detectable_effect=detectable,
+        baseline_runs=runs[0],
+        current_runs=runs[1],
+        reason=reason,
     )
 
 
@@ -218,27 +236,10 @@ def compare_rounds(
         float(np.var(current, ddof=1)) / len(current) + float(np.var(baseline, ddof=1)) / len(baseline)
     )
     se = math.hypot(se_rounds, math.sqrt(2) * between_run_sd)
-    df = float(welch.df)
-    t_value = d / se
-    p_slower, p_faster = float(sps.t.sf(t_value, df)), float(sps.t.cdf(t_value, df))
-    half = float(sps.t.ppf(0.975, df)) * se
-    change = math.expm1(d)
-    status = "pass"
-    if p_slower < alpha and change > threshold:
-        status = "regression"
-    elif p_faster < alpha and change < -threshold:
-        status = "improvement"
-    return GateDecision(
-        status=status,
-        change=change,
-        change_ci=(math.expm1(d - half), math.expm1(d + half)),
-        p_slower=p_slower,
-        p_faster=p_faster,
-        detectable_effect=None,
-        baseline_runs=1,
-        current_runs=1,
+    return _t_decision(
+        d, se, float(welch.df), threshold=threshold, alpha=alpha, detectable=None, runs=(1, 1),
         reason=f"one run per side: rounds plus an assumed {between_run_sd:.0%} between-process spread",
-    )
+    )  # fmt: skip
 
 
 def is_suspect(decision: GateDecision, threshold: float) -> bool:
