@@ -9,6 +9,7 @@ registry offers). Exit codes: 0 fine, 1 regression (or a broken architecture), 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -39,7 +40,6 @@ class RunSet:
     """Runs per benchmark id, read from one file."""
 
     path: Path
-    kind: str
     runs: dict[str, list[Mapping[str, Any]]]
 
 
@@ -62,7 +62,7 @@ def read_runs(path: Path) -> RunSet:
             checked = load(path)
         except BaselineError as exc:
             raise CliError(str(exc)) from None
-        return RunSet(path, "baseline", {b: list(e["runs"]) for b, e in checked["benchmarks"].items()})
+        return RunSet(path, {b: list(e["runs"]) for b, e in checked["benchmarks"].items()})
     if not (isinstance(data, dict) and isinstance(data.get("results"), list)):
         raise CliError(f"{path}: neither a --perf-json report nor a baseline file")
     runs: dict[str, list[Mapping[str, Any]]] = {}
@@ -81,7 +81,7 @@ def read_runs(path: Path) -> RunSet:
                 f"{where}.modes.{mode}.samples_s", facts.get("samples_s") if isinstance(facts, dict) else None
             )
         runs.setdefault(result["benchmark_id"], []).append(result)
-    return RunSet(path, "report", runs)
+    return RunSet(path, runs)
 
 
 def _check_positive(where: str, samples: Any) -> None:
@@ -145,24 +145,20 @@ def compare(base: RunSet, new: RunSet, *, threshold: float, alpha: float) -> lis
 
 def _benjamini_hochberg(rows: list[Comparison], alpha: float) -> list[Comparison]:
     """Regressions must survive BH (scipy's false_discovery_control) across all comparisons."""
-    decided = [r for r in rows if r.decision is not None and r.decision.p_slower is not None]
+    decided = [
+        (i, row.decision) for i, row in enumerate(rows) if row.decision and row.decision.p_slower is not None
+    ]
     if not decided:
         return rows
-    adjusted = sps.false_discovery_control([r.decision.p_slower for r in decided])  # type: ignore[union-attr]
-    demoted = {
-        id(r)
-        for r, q in zip(decided, adjusted, strict=True)
-        if r.decision is not None and r.decision.status == "regression" and float(q) >= alpha
-    }
-    result = []
-    for row in rows:
-        if id(row) in demoted and row.decision is not None:
-            decision = stats.GateDecision(**{**row.decision.__dict__, "status": "pass"})
-            row = Comparison(
-                row.benchmark, row.mode, row.base_median_s, row.new_median_s, decision,
-                f"not significant after Benjamini-Hochberg over {len(decided)} comparisons",
-            )  # fmt: skip
-        result.append(row)
+    adjusted = sps.false_discovery_control([d.p_slower for _, d in decided])
+    result = list(rows)
+    for (i, decision), q in zip(decided, adjusted, strict=True):
+        if decision.status == "regression" and float(q) >= alpha:
+            result[i] = dataclasses.replace(
+                rows[i],
+                decision=dataclasses.replace(decision, status="pass"),
+                note=f"not significant after Benjamini-Hochberg over {len(decided)} comparisons",
+            )
     return result
 
 

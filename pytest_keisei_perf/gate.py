@@ -92,19 +92,9 @@ def decide(
         note = f"no baseline for this machine{others}; create one with pytest -m perf --perf-update-baseline"
         return {m: Verdict(mode=m, status="no-baseline", message=note) for m in modes}, []
     last = runs[-1]
-    if last.get("compile_kwargs") != current["compile_kwargs"] or last.get("device") != current["device"]:
-        note = (
-            f"baseline was recorded with device {last.get('device')} and compile settings "
-            f"{last.get('compile_kwargs')}, "
-            f"now {current['device']} and {current['compile_kwargs']}; re-baseline to compare"
-        )
-        return {m: Verdict(mode=m, status="no-baseline", message=note) for m in modes}, []
-    if last.get("reference_version", 1) != current.get("reference_version"):
-        note = (
-            f"baseline was timed against reference workload v{last.get('reference_version', 1)}, "
-            f"this run against v{current.get('reference_version')}; re-baseline to compare"
-        )
-        return {m: Verdict(mode=m, status="no-baseline", message=note) for m in modes}, []
+    mismatch = _not_comparable(last, current)
+    if mismatch:
+        return {m: Verdict(mode=m, status="no-baseline", message=mismatch) for m in modes}, []
     failures = _compile_facts(label, current, last)
     base_values = {m: [v for v in (_statistic(r, m) for r in runs) if v is not None] for m in modes}
     first = {m: _stage(current, base_values[m], m, context) for m in modes}
@@ -157,6 +147,23 @@ def decide(
             current_runs=decision.current_runs,
         )
     return verdicts, failures
+
+
+def _not_comparable(last: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """Why the baseline's runs cannot be compared with this one (other device, compile settings
+    or reference workload), or None."""
+    if last.get("compile_kwargs") != current["compile_kwargs"] or last.get("device") != current["device"]:
+        return (
+            f"baseline was recorded with device {last.get('device')} and compile settings "
+            f"{last.get('compile_kwargs')}, "
+            f"now {current['device']} and {current['compile_kwargs']}; re-baseline to compare"
+        )
+    if last.get("reference_version", 1) != current.get("reference_version"):
+        return (
+            f"baseline was timed against reference workload v{last.get('reference_version', 1)}, "
+            f"this run against v{current.get('reference_version')}; re-baseline to compare"
+        )
+    return None
 
 
 def _stage(

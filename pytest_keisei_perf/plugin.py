@@ -140,11 +140,6 @@ class PerfSession:
         return not (s.update_baseline or s.worker or s.disable)
 
     @property
-    def xdist_controller(self) -> bool:
-        """This process hands tests to xdist workers and only reports what they measured."""
-        return self.config.pluginmanager.has_plugin("dsession")
-
-    @property
     def reporting(self) -> bool:
         """Whether this process writes the summary, Markdown, plots (not workers of any kind)."""
         return not self.settings.worker and self.xdist_workers is None
@@ -359,6 +354,7 @@ class PerfSession:
             note = "baseline update run" if self.settings.update_baseline else "worker run"
             verdicts = {mode: Verdict(mode=mode, status="no-baseline", message=note) for mode in result.modes}
             return dataclasses.replace(result, verdicts=verdicts)
+        current = result.to_dict()
         context = GateContext(
             threshold=config.threshold,
             alpha=config.alpha,
@@ -368,7 +364,7 @@ class PerfSession:
             decided_p_values=self._decided_p_values,
         )
         verdicts, gate_failures = decide(
-            result.to_dict(),
+            current,
             self.baselines.get(result.benchmark_id),
             context,
             label=result.benchmark_id,
@@ -376,7 +372,7 @@ class PerfSession:
         )
         failures = [*result.failures, *gate_failures]
         dropped = speedup_drop(
-            result.to_dict(),
+            current,
             self.baselines.get(result.benchmark_id),
             threshold=config.threshold,
             alpha=config.alpha,

@@ -163,7 +163,7 @@ def run_benchmark(
             {**calls, measure.REFERENCE: reference},
             per_round,
             stopwatch,
-            on_round=lambda done, total: say(f"round {done}/{total}"),
+            on_round=(lambda done, total: say(f"round {done}/{total}")) if progress else None,
         )
         recompiles = modes.recompiles_since(compile_outcome) if compile_outcome else None
 
