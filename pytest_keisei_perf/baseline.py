@@ -32,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BaselineError",
     "BaselineStore",
+    "fact_differences",
     "git_commit",
     "load",
     "machine_key",
@@ -44,14 +45,22 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 #: Runs kept per benchmark; older ones are dropped when new ones are stored.
 MAX_RUNS: Final = 20
-#: Machine facts that change performance; volatile ones (hostname, load) are left out.
+#: Machine facts that change performance; volatile ones (hostname, load) are left out. CPU
+#: family/model/stepping, ISA extensions and caches tell apart hosts that share a marketing name.
 FINGERPRINT_FACTS: Final = (
     "cpu_model",
+    "cpu_vendor",
+    "cpu_family",
+    "cpu_model_number",
+    "cpu_stepping",
+    "cpu_isa",
+    "cpu_caches",
     "cpu_count",
     "machine",
     "torch",
     "torch_cuda",
     "cuda_devices",
+    "cuda_driver",
     "threads",
 )
 
@@ -61,20 +70,28 @@ class BaselineError(Exception):
 
 
 def machine_key(info: Mapping[str, Any], name: str | None = None) -> tuple[str, dict[str, Any]]:
-    """A file-name-safe key for this machine and the facts it was derived from.
+    """A readable, file-name-safe key for this machine and the facts it was derived from.
 
-    ``name`` (``--perf-machine`` / ``KEISEI_PERF_MACHINE``) replaces the hardware facts, so CI
-    runners of one kind share a baseline; torch version and thread count always stay in the key.
+    ``<cpu or name>-f<family>m<model>s<stepping>-<hash of every fingerprint fact>``. A name
+    (``--perf-machine`` / ``KEISEI_PERF_MACHINE``) labels the key and joins the facts; it never
+    replaces the hardware facts, so hosts that behave differently never share a baseline.
     """
+    facts = {k: info.get(k) for k in FINGERPRINT_FACTS}
     if name:
-        facts = {"name": name, "torch": info.get("torch"), "threads": info.get("threads")}
-        label = name
-    else:
-        facts = {k: info.get(k) for k in FINGERPRINT_FACTS}
-        label = str(info.get("cpu_model", "machine"))
+        facts["name"] = name
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:10]
+    label = name or str(info.get("cpu_model", "machine"))
     slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40] or "machine"
+    family, model, stepping = (info.get(k) for k in ("cpu_family", "cpu_model_number", "cpu_stepping"))
+    if family is not None or model is not None:
+        slug += "-" + re.sub(r"[^A-Za-z0-9]+", "", f"f{family}m{model}s{stepping}").lower()
     return f"{slug}-{digest}", facts
+
+
+def fact_differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
+    """``torch 2.12.0 -> 2.13.0`` for each fingerprint fact in which two machines differ."""
+    keys = [k for k in (*FINGERPRINT_FACTS, "name") if k in ours or k in theirs]
+    return [f"{k} {theirs.get(k)!s} -> {ours.get(k)!s}" for k in keys if ours.get(k) != theirs.get(k)]
 
 
 def git_commit(cwd: Path) -> str | None:
@@ -94,6 +111,7 @@ def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": git_commit,
         "device": result["device"],
+        "threads": result.get("threads"),
         "compile_kwargs": result["compile_kwargs"],
         "speedup": result["speedup"],
         "reference_samples_s": list(result["reference_samples_s"]),
@@ -207,11 +225,21 @@ class BaselineStore:
         data = load(self.path)
         return {bench: entry["runs"] for bench, entry in data["benchmarks"].items()}
 
-    def other_machines(self) -> list[str]:
-        """Keys of the other machines with baselines here (never used for gating)."""
+    def other_machines(self) -> dict[str, dict[str, Any]]:
+        """Key -> machine facts of the other machines' files here (never used for gating; read
+        only to say how they differ, so a file that is not readable is listed without facts)."""
         if not self.directory.is_dir():
-            return []
-        return sorted(p.stem for p in self.directory.glob("*.json") if p.stem != self.key)
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for path in sorted(self.directory.glob("*.json")):
+            if path.stem == self.key:
+                continue
+            try:
+                facts = json.loads(path.read_text(encoding="utf-8")).get("machine")
+            except (OSError, ValueError, AttributeError):
+                facts = None
+            found[path.stem] = facts if isinstance(facts, dict) else {}
+        return found
 
     def replace_runs(self, runs: Mapping[str, Iterable[dict[str, Any]]]) -> Path:
         """Store ``runs`` as the new history of the given benchmarks; others are untouched.

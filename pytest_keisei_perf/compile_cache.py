@@ -15,8 +15,6 @@ import re
 from pathlib import Path
 from typing import Final
 
-import torch
-
 from . import _compat
 
 __all__ = ["CACHE_ENV", "CompileCache", "default_cache_dir", "resolve_cache_dir"]
@@ -28,6 +26,8 @@ TORCH_DEFAULT: Final = "torch"
 
 def default_cache_dir(pytest_cache_dir: Path, threads: int) -> Path:
     """``<pytest cache>/keisei-perf/inductor/torch-<version>-<N>t``."""
+    import torch
+
     version = re.sub(r"[^A-Za-z0-9.]+", "_", torch.__version__)
     return pytest_cache_dir / "keisei-perf" / "inductor" / f"torch-{version}-{threads}t"
 

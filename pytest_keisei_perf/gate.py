@@ -9,11 +9,11 @@ facts (graphs, graph breaks, recompiles) are compared exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import stats
+from .record import RunRecord, comparability_problem, median_of_runs
 from .report import format_duration
 from .result import Verdict
 
@@ -26,26 +26,21 @@ def rebaseline_hint(nodeid: str) -> str:
 
 @dataclass
 class GateContext:
-    """Session-wide inputs of the gate: thresholds, how to confirm, and earlier p-values for BH."""
+    """Session-wide inputs of the gate: thresholds, how to confirm, and earlier p-values for BH.
+
+    ``total_comparisons`` is what Benjamini-Hochberg corrects over: one p-value per benchmark
+    and mode in the session (a lower bound while tests are still running).
+    """
 
     threshold: float
     alpha: float
-    total_benchmarks: int
-    confirm: Callable[[], Sequence[Mapping[str, Any]]] | None
-    other_machines: Sequence[str] = ()
+    total_comparisons: int
+    confirm: Callable[[], Sequence[RunRecord]] | None
     decided_p_values: list[float] = field(default_factory=list)
 
 
-def _statistic(record: Mapping[str, Any], mode: str) -> float | None:
-    facts = record["modes"].get(mode)
-    if facts is None:
-        return None
-    return stats.run_statistic(facts["samples_s"], record["reference_samples_s"])
-
-
 def _describe(decision: stats.GateDecision, mode: str, label: str, now_s: float, base_s: float) -> str:
-    if decision.change is None:
-        return f"{label} [{mode}]: inconclusive: {decision.reason}"
+    assert decision.change is not None
     assert decision.change_ci is not None
     assert decision.detectable_effect is not None
     lo, hi = decision.change_ci
@@ -58,78 +53,141 @@ def _describe(decision: stats.GateDecision, mode: str, label: str, now_s: float,
     )
 
 
-def _compile_facts(label: str, current: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
-    now, before = current["modes"].get("compiled"), last["modes"].get("compiled")
-    if not now or not before or now["fallback"] or before["fallback"]:
+def _compile_facts(label: str, current: RunRecord, last: RunRecord) -> list[str]:
+    """Deterministic compile facts, gated exactly; a compile that now fails is a regression."""
+    now, before = current.modes.get("compiled"), last.modes.get("compiled")
+    if now is None or before is None or before.fallback:
         return []
+    if now.fallback:
+        return [
+            f"{label} [compiled]: torch.compile failed and fell back to eager, but the baseline "
+            f"compiled: {now.fallback_error or 'unknown error'}"
+        ]
     problems = []
     for key, what in (
         ("graph_count", "graphs"),
         ("graph_breaks", "graph breaks"),
         ("recompiles", "recompiles"),
     ):
-        if now[key] is not None and before[key] is not None and now[key] > before[key]:
-            problems.append(f"{label} [compiled]: {what} went from {before[key]} to {now[key]}")
+        n, b = getattr(now, key), getattr(before, key)
+        if n is not None and b is not None and n > b:
+            problems.append(f"{label} [compiled]: {what} went from {b} to {n}")
     return problems
 
 
+def _not_compared(modes: Sequence[str], reason: str, message: str) -> dict[str, Verdict]:
+    return {m: Verdict(mode=m, status="no-baseline", message=message, not_compared=reason) for m in modes}
+
+
 def decide(
-    current: Mapping[str, Any],
-    runs: Sequence[Mapping[str, Any]] | None,
+    current: RunRecord,
+    runs: Sequence[RunRecord] | None,
     context: GateContext,
     *,
     label: str,
     nodeid: str,
+    missing: tuple[str, str] = ("no-entry", "no baseline for this benchmark"),
 ) -> tuple[dict[str, Verdict], list[str]]:
-    """Verdict per mode and failure messages for one benchmark (``current`` is a result dict)."""
-    modes = list(current["modes"])
+    """Verdict per mode and failure messages for one benchmark.
+
+    ``missing`` is the (reason, message) to give when ``runs`` is empty. Nothing is compared
+    when the runs were recorded under other conditions, are too few, or when this host's
+    reference workload runs unlike the baseline's host (see :func:`stats.host_shift`).
+    """
+    modes = list(current.modes)
     if not runs:
-        others = (
-            f" (baselines exist for other machines: {', '.join(context.other_machines)}; not used)"
-            if context.other_machines
-            else ""
-        )
-        note = f"no baseline for this machine{others}; create one with pytest -m perf --perf-update-baseline"
-        return {m: Verdict(mode=m, status="no-baseline", message=note) for m in modes}, []
+        return _not_compared(modes, *missing), []
     last = runs[-1]
-    mismatch = _not_comparable(last, current)
-    if mismatch:
-        return {m: Verdict(mode=m, status="no-baseline", message=mismatch) for m in modes}, []
+    problem = comparability_problem(last, current)
+    if problem:
+        return _not_compared(
+            modes,
+            "incomparable",
+            f"{label}: not compared: the baseline was recorded with {problem}; re-baseline",
+        ), []
     failures = _compile_facts(label, current, last)
-    base_values = {m: [v for v in (_statistic(r, m) for r in runs) if v is not None] for m in modes}
-    first = {m: _stage(current, base_values[m], m, context) for m in modes}
-    confirmed: Sequence[Mapping[str, Any]] = ()
+    shift = stats.host_shift([r.reference_level for r in runs], current.reference_level)
+    if shift is not None:
+        raw = "; ".join(
+            f"raw {m} median {_raw_change([current], runs, m):+.1%}"
+            for m in modes
+            if any(m in r.modes for r in runs)
+        )
+        message = (
+            f"{label}: not compared: this host differs from the baseline's (reference workload "
+            f"{abs(shift):.0%} {'faster' if shift < 0 else 'slower'} than in the baseline runs; {raw}); "
+            "re-baseline on this host"
+        )
+        return _not_compared(modes, "host-differs", message), failures
+    base_runs = {m: [r for r in runs if m in r.modes] for m in modes}
+    base_values = {m: [v for v in (r.statistic(m) for r in base_runs[m]) if v is not None] for m in modes}
+    first = {
+        m: stats.compare_runs(base_values[m], [now], threshold=context.threshold, alpha=context.alpha)
+        if len(base_values[m]) >= stats.MIN_BASELINE_RUNS and (now := current.statistic(m)) is not None
+        else None
+        for m in modes
+    }
+    confirmed: Sequence[RunRecord] = ()
     if context.confirm is not None and any(
-        d and stats.is_suspect(d, context.threshold) for d in first.values()
+        d is not None and stats.is_suspect(d, context.threshold) for d in first.values()
     ):
         confirmed = context.confirm()
     verdicts: dict[str, Verdict] = {}
     for mode in modes:
         decision = first[mode]
         if decision is None:
-            verdicts[mode] = Verdict(mode=mode, status="no-baseline", message="mode not in the baseline")
-            continue
-        if stats.is_suspect(decision, context.threshold) and confirmed:
-            fresh = [v for v in (_statistic(r, mode) for r in confirmed) if v is not None]
-            decision = stats.compare_runs(
-                base_values[mode], fresh, threshold=context.threshold, alpha=context.alpha
+            k = len(base_values[mode])
+            verdicts[mode] = (
+                Verdict(
+                    mode=mode,
+                    status="no-baseline",
+                    message=f"{label} [{mode}]: not compared: mode not in the baseline",
+                    not_compared="mode",
+                )
+                if k == 0
+                else Verdict(
+                    mode=mode,
+                    status="no-baseline",
+                    message=f"{label} [{mode}]: not compared: only {k} baseline run(s); at least "
+                    f"{stats.MIN_BASELINE_RUNS} are needed to estimate noise",
+                    not_compared="too-few-runs",
+                    baseline_runs=k,
+                )
             )
+            continue
+        now_runs: Sequence[RunRecord] = [current]
+        if stats.is_suspect(decision, context.threshold) and confirmed:
+            fresh_runs = [r for r in confirmed if mode in r.modes]
+            fresh = [v for v in (r.statistic(mode) for r in fresh_runs) if v is not None]
+            if fresh:
+                now_runs = fresh_runs
+                decision = stats.compare_runs(
+                    base_values[mode], fresh, threshold=context.threshold, alpha=context.alpha
+                )
+        raw_change = _raw_change(now_runs, base_runs[mode], mode)
         status: str = decision.status
         note = ""
-        if status == "regression":
+        if status == "regression" and raw_change <= 0:
+            status = "inconclusive"
+            note = (
+                f"; NOT failed: raw time is {raw_change:+.1%}, so the slowdown exists only relative to the "
+                "reference workload, which ran unlike this benchmark here (another host, or the "
+                "reference was disturbed); re-measure or re-baseline"
+            )
+        elif status == "regression":
             assert decision.p_slower is not None
             if not stats.online_bh_rejects(
-                decision.p_slower, context.decided_p_values, context.total_benchmarks, context.alpha
+                decision.p_slower, context.decided_p_values, context.total_comparisons, context.alpha
             ):
-                status, note = (
-                    "pass",
-                    f"; not significant after Benjamini-Hochberg over {context.total_benchmarks} benchmarks",
+                status = "pass"
+                note = (
+                    f"; not significant after Benjamini-Hochberg over {context.total_comparisons} comparisons"
                 )
         if decision.p_slower is not None:
             context.decided_p_values.append(decision.p_slower)
-        now_s = current["modes"][mode]["median_s"]
-        base_s = _median([r["modes"][mode]["samples_s"] for r in runs if mode in r["modes"]])
-        message = _describe(decision, mode, label, now_s, base_s) + note
+        now_s = median_of_runs(now_runs, mode)
+        base_s = median_of_runs(base_runs[mode], mode)
+        message = _describe(decision, mode, label, now_s, base_s) + f"; raw {raw_change:+.1%}" + note
         if decision.detectable_effect is not None and decision.detectable_effect > context.threshold:
             message += f" (threshold {context.threshold:.0%} is below what this benchmark can detect here)"
         if status == "regression":
@@ -145,49 +203,23 @@ def decide(
             detectable_effect=decision.detectable_effect,
             baseline_runs=decision.baseline_runs,
             current_runs=decision.current_runs,
+            raw_change=raw_change,
         )
     return verdicts, failures
 
 
-def _not_comparable(last: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
-    """Why the baseline's runs cannot be compared with this one (other device, compile settings
-    or reference workload), or None."""
-    if last.get("compile_kwargs") != current["compile_kwargs"] or last.get("device") != current["device"]:
-        return (
-            f"baseline was recorded with device {last.get('device')} and compile settings "
-            f"{last.get('compile_kwargs')}, "
-            f"now {current['device']} and {current['compile_kwargs']}; re-baseline to compare"
-        )
-    if last.get("reference_version", 1) != current.get("reference_version"):
-        return (
-            f"baseline was timed against reference workload v{last.get('reference_version', 1)}, "
-            f"this run against v{current.get('reference_version')}; re-baseline to compare"
-        )
-    return None
-
-
-def _stage(
-    current: Mapping[str, Any], base_values: Sequence[float], mode: str, context: GateContext
-) -> stats.GateDecision | None:
-    """Stage 1: this process's run against the baseline runs (None when either lacks the mode)."""
-    now = _statistic(current, mode)
-    if now is None or not base_values:
-        return None
-    return stats.compare_runs(base_values, [now], threshold=context.threshold, alpha=context.alpha)
-
-
-def _median(sample_lists: Sequence[Sequence[float]]) -> float:
-    per_run = sorted(sorted(s)[len(s) // 2] for s in sample_lists)
-    return per_run[len(per_run) // 2] if per_run else float("nan")
+def _raw_change(now: Sequence[RunRecord], base: Sequence[RunRecord], mode: str) -> float:
+    """Change of the median raw time (fraction; NaN when a side lacks the mode)."""
+    return median_of_runs(now, mode) / median_of_runs(base, mode) - 1
 
 
 def speedup_drop(
-    current: Mapping[str, Any], runs: Sequence[Mapping[str, Any]] | None, *, threshold: float, alpha: float
+    current: RunRecord, runs: Sequence[RunRecord] | None, *, threshold: float, alpha: float
 ) -> str | None:
     """A message when compiled/eager speedup fell significantly (beyond ``threshold``) below the
     baseline runs' speedups: the same t-test as the gate, on log speedups."""
-    now = current.get("speedup")
-    before = [r["speedup"] for r in runs or () if r.get("speedup")]
+    now = current.speedup
+    before = [r.speedup for r in runs or () if r.speedup]
     if not now or len(before) < stats.MIN_BASELINE_RUNS:
         return None
     decision = stats.compare_runs(

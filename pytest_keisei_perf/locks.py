@@ -1,32 +1,44 @@
-"""File locks that make concurrent processes take turns (POSIX ``flock``; released if one dies)."""
+"""File locks that make concurrent processes take turns, on every platform.
+
+``filelock`` (a dependency of torch) uses ``flock`` on POSIX, so a lock is released when its
+holder dies, and ``msvcrt`` locking on Windows; this module never imports ``fcntl`` itself, so
+the autoloaded plugin cannot break pytest where ``fcntl`` does not exist.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
+import getpass
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from filelock import FileLock
+
 __all__ = ["MEASUREMENT_LOCK", "exclusive_lock", "lock_beside"]
+
+
+def _user_tag() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name on this platform or in this container
+        return "user"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", user) or "user"
+
 
 #: One per machine and user: perf sessions, xdist workers and projects measure in turn, since
 #: timings taken side by side on shared cores corrupt each other.
-MEASUREMENT_LOCK: Final = Path(tempfile.gettempdir()) / f"keisei-perf-measure-{os.getuid()}.lock"
+MEASUREMENT_LOCK: Final = Path(tempfile.gettempdir()) / f"keisei-perf-measure-{_user_tag()}.lock"
 
 
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_path`` (created if missing) for the block."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(str(lock_path)):
+        yield
 
 
 def lock_beside(path: Path) -> contextlib.AbstractContextManager[None]:

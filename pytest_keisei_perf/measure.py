@@ -30,6 +30,7 @@ __all__ = [
     "plan_rounds",
     "reference_workload",
     "run_schedule",
+    "synchronize_cuda",
     "warm_up",
 ]
 
@@ -72,14 +73,28 @@ class Stopwatch:
 
     @classmethod
     def for_device(cls, device: str) -> Stopwatch:
-        """perf_counter, plus ``torch.cuda.synchronize`` when the work runs on a CUDA device.
+        """perf_counter, plus a sync of every CUDA device whenever CUDA is initialised.
 
         Synchronising once per round (not per call) keeps the GPU pipeline full as in real use,
-        while still charging the round for all the work it queued.
+        while still charging the round for all the work it queued. It does not rely on knowing
+        the benchmark's device: a closure, a dict batch or a module whose first parameter sits
+        on the CPU still queue GPU work, and only a sync of every device charges it.
         """
-        if device.startswith("cuda"):
-            return cls(sync=torch.cuda.synchronize)
-        return cls()
+        if device.startswith("cuda") or torch.cuda.is_initialized():
+            return cls(sync=synchronize_cuda)
+        return cls(sync=synchronize_cuda_if_initialized)
+
+
+def synchronize_cuda() -> None:
+    """Wait for the queued work of every CUDA device (not only the current one)."""
+    for index in range(torch.cuda.device_count()):
+        torch.cuda.synchronize(index)
+
+
+def synchronize_cuda_if_initialized() -> None:
+    """:func:`synchronize_cuda` once CUDA is initialised (a CPU benchmark pays one check)."""
+    if torch.cuda.is_initialized():
+        synchronize_cuda()
 
 
 @contextlib.contextmanager

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .result import PerfResult, Verdict
+from .result import NOT_COMPARED, PerfResult, Verdict
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
     "format_duration",
     "markdown_summary",
+    "not_compared_lines",
     "summary_lines",
     "table_rows",
     "write_json_atomic",
@@ -110,6 +111,30 @@ def _compile_cell(row: _Row) -> str:
         row.compile_cache or "", ""
     )
     return format_duration(row.compile_time_s) + cache
+
+
+def not_compared_lines(results: Sequence[PerfResult], *, verbose: bool = False) -> list[str]:
+    """One line per reason why selected benchmarks were not compared, with counts and the first
+    case's details (every case with ``verbose``). Printed at the end of every session."""
+    by_reason: dict[str, list[tuple[str, Verdict]]] = {}
+    for result in results:
+        for verdict in result.verdicts.values():
+            if verdict.not_compared is not None:
+                by_reason.setdefault(verdict.not_compared, []).append((result.benchmark_id, verdict))
+    lines = []
+    for reason in NOT_COMPARED:
+        cases = by_reason.get(reason)
+        if not cases:
+            continue
+        benchmarks = sorted({bench for bench, _ in cases})
+        details = list(dict.fromkeys(v.message for _, v in cases))
+        lines.append(
+            f"keisei-perf: NOT COMPARED ({NOT_COMPARED[reason]}): {len(benchmarks)} benchmark(s), "
+            f"{len(cases)} mode(s); e.g. {details[0]}"
+        )
+        if verbose:
+            lines.extend(f"  {detail}" for detail in details[1:])
+    return lines
 
 
 def summary_lines(results: Sequence[PerfResult]) -> list[str]:

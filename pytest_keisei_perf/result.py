@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final, Literal
 
 __all__ = [
+    "NOT_COMPARED",
     "VERDICT_STATUSES",
     "AccuracyResult",
     "ModeResult",
@@ -22,6 +23,15 @@ __all__ = [
 
 VerdictStatus = Literal["pass", "regression", "improvement", "no-baseline", "inconclusive"]
 VERDICT_STATUSES: Final = ("pass", "regression", "improvement", "no-baseline", "inconclusive")
+#: Reasons a benchmark was not compared with a baseline, and how the session's end names them.
+NOT_COMPARED: Final = {
+    "no-entry": "no baseline entry for this id",
+    "machine": "no baseline under this machine key",
+    "incomparable": "baseline recorded with another device, compile settings, threads or reference",
+    "too-few-runs": "too few baseline runs",
+    "host-differs": "this host differs from the baseline's",
+    "mode": "mode not in the baseline",
+}
 
 
 def benchmark_id(nodeid: str, name: str) -> str:
@@ -83,6 +93,10 @@ class Verdict:
     detectable_effect: float | None = None
     baseline_runs: int = 0
     current_runs: int = 0
+    #: Why nothing was compared (a key of :data:`NOT_COMPARED`), or None when it was.
+    not_compared: str | None = None
+    #: Change of the raw median time, beside the machine-normalised ``change``.
+    raw_change: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,10 +118,14 @@ class PerfResult:
     verdicts: Mapping[str, Verdict] = field(default_factory=dict)
     failures: tuple[str, ...] = ()
     disabled: bool = False
+    #: The test's id relative to its project root (:mod:`.ids`); ``nodeid`` stays what pytest
+    #: needs to select the test again.
+    test_id: str = ""
 
     @property
     def benchmark_id(self) -> str:
-        return benchmark_id(self.nodeid, self.name)
+        """The key of baselines and reports: independent of the rootdir and invocation dir."""
+        return benchmark_id(self.test_id or self.nodeid, self.name)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: raw samples, compile facts, accuracy and verdicts."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -25,12 +27,37 @@ __all__ = ["detect_device", "run_benchmark", "smoke_run"]
 _REFERENCE_ROUND_S = 2e-3
 
 
-def detect_device(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-    """``cuda:N`` when the module's parameters or any tensor argument live on a CUDA device."""
-    tensors: list[torch.Tensor] = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-    if isinstance(fn, nn.Module):
-        tensors.extend(p for p, _ in zip(fn.parameters(), range(1), strict=False))
-    for tensor in tensors:
+def _tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
+    """Tensors in ``value``, looking into tuples, lists, dicts and dataclasses a few levels deep."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif depth < 4 and isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item, depth + 1)
+    elif depth < 4 and isinstance(value, Mapping):
+        for item in value.values():
+            yield from _tensors(item, depth + 1)
+    elif depth < 4 and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _tensors(getattr(value, f.name, None), depth + 1)
+
+
+def detect_device(
+    fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], explicit: str | None = None
+) -> str:
+    """Where the work runs: ``explicit`` when given (``perf.benchmark(..., device=...)``), else
+    the first CUDA device among the tensor arguments (also inside dicts, lists and dataclasses)
+    and every parameter and buffer of the module (or of the module a bound method belongs to)."""
+    if explicit is not None:
+        device = torch.device(explicit)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        return str(device)
+    owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
+    module_tensors: Iterator[torch.Tensor] = (
+        itertools.chain(owner.parameters(), owner.buffers()) if isinstance(owner, nn.Module) else iter(())
+    )
+    for tensor in itertools.chain(_tensors(args), _tensors(dict(kwargs)), module_tensors):
         if tensor.device.type == "cuda":
             return str(tensor.device)
     return "cpu"
@@ -94,6 +121,7 @@ def run_benchmark(
     config: BenchmarkConfig,
     nodeid: str,
     name: str,
+    device: str | None = None,
     stopwatch: measure.Stopwatch | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PerfResult:
@@ -105,7 +133,7 @@ def run_benchmark(
     """
     say = progress or (lambda _: None)
     label = benchmark_id(nodeid, name)
-    device = detect_device(fn, args, kwargs)
+    device = detect_device(fn, args, kwargs, device)
     stopwatch = stopwatch or measure.Stopwatch.for_device(device)
     with _benchmark_context(config):
         calls: dict[str, Callable[[], Any]] = {}
@@ -242,6 +270,7 @@ def smoke_run(
     config: BenchmarkConfig,
     nodeid: str,
     name: str,
+    device: str | None = None,
 ) -> PerfResult:
     """``--perf-disable``: call once per mode, untimed, without compiling or gating."""
     call = modes.bind(fn, args, kwargs)
@@ -251,7 +280,7 @@ def smoke_run(
     return PerfResult(
         nodeid=nodeid,
         name=name,
-        device=detect_device(fn, args, kwargs),
+        device=detect_device(fn, args, kwargs, device),
         threads=config.threads,
         compile_kwargs=dict(config.compile_kwargs),
         modes={},

@@ -12,14 +12,12 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
 import pytest
-import torch
-
-from .stats import CONFIRM_RUNS
 
 __all__ = [
     "MODES",
@@ -33,6 +31,11 @@ __all__ = [
 
 #: The two ways a benchmark can run, in the order they are reported.
 MODES: Final = ("eager", "compiled")
+#: Fresh processes that re-measure a suspect by default: with the 5 baseline runs this detects a
+#: 10% slowdown at the ~5% between-process spread measured on 2-core CI boxes.
+CONFIRM_RUNS: Final = 4
+#: Fewer baseline runs than this cannot estimate between-run spread (``stats.MIN_BASELINE_RUNS``).
+MIN_BASELINE_RUNS: Final = 3
 #: Environment variable naming this machine for baseline keys (CI runners of one kind share it).
 MACHINE_ENV: Final = "KEISEI_PERF_MACHINE"
 
@@ -102,21 +105,27 @@ def _text(raw: Any) -> str:
     return text
 
 
-_COMPILE_KEYWORDS: Final = frozenset(
-    name
-    for name, p in inspect.signature(torch.compile).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY
-)
+@cache
+def _compile_keywords() -> frozenset[str]:
+    """``torch.compile``'s keyword arguments (torch is imported only once a marker needs it)."""
+    import torch
+
+    return frozenset(
+        name
+        for name, p in inspect.signature(torch.compile).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    )
 
 
 def _compile_kwargs(raw: Any) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
         raise ValueError(f"expected a dict of torch.compile keyword arguments, got {type(raw).__name__}")
-    unknown = sorted(str(k) for k in raw if k not in _COMPILE_KEYWORDS)
+    known = _compile_keywords()
+    unknown = sorted(str(k) for k in raw if k not in known)
     if unknown:
         raise ValueError(
             f"unknown torch.compile argument(s) {', '.join(map(repr, unknown))}; "
-            f"torch.compile accepts {', '.join(sorted(_COMPILE_KEYWORDS))}"
+            f"torch.compile accepts {', '.join(sorted(known))}"
         )
     return MappingProxyType(dict(raw))
 
@@ -267,7 +276,7 @@ _OPTIONS: Final = (
     _Option(
         "baseline_runs",
         "--perf-baseline-runs",
-        _int_at_least(2),
+        _int_at_least(MIN_BASELINE_RUNS),
         "independent processes --perf-update-baseline gathers per benchmark (default 5)",
         metavar="N",
     ),

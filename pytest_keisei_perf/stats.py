@@ -93,9 +93,6 @@ SD_FLOOR: Final = 0.01
 SUSPECT_P: Final = 0.2
 #: Power used for the minimum detectable effect.
 POWER: Final = 0.8
-#: Fresh processes that re-measure a suspect by default: with the 5 baseline runs this detects a
-#: 10% slowdown at the ~5% between-process spread measured on 2-core CI boxes.
-CONFIRM_RUNS: Final = 4
 
 
 def run_statistic(samples_s: Sequence[float], reference_s: Sequence[float]) -> float:
@@ -240,6 +237,35 @@ def compare_rounds(
         d, se, float(welch.df), threshold=threshold, alpha=alpha, detectable=None, runs=(1, 1),
         reason=f"one run per side: rounds plus an assumed {between_run_sd:.0%} between-process spread",
     )  # fmt: skip
+
+
+#: A run's reference workload this far (as a fraction) from the baseline runs' mean says the host
+#: differs, when it is also :data:`HOST_SHIFT_Z` prediction sds away. From the committed
+#: baselines: within one loaded host the reference medians of one benchmark's runs spread 3-10%
+#: (sd of logs); on another host of the same CPU string it ran 15-25% faster.
+HOST_SHIFT_MIN: Final = 0.10
+HOST_SHIFT_Z: Final = 3.0
+#: Floor on the reference's between-run sd in that test (a quiet baseline must not make every
+#: busier run look like another host).
+HOST_REF_SD_FLOOR: Final = 0.03
+
+
+def host_shift(baseline_levels: Sequence[float], current_level: float) -> float | None:
+    """How much faster (< 0) or slower (> 0) the reference ran than on the baseline's host, when
+    that is beyond what one host does between processes; else None.
+
+    ``*_levels`` are median log reference times. The test is a prediction interval for one new
+    run: ``|d| / (sd * sqrt(1 + 1/K)) > HOST_SHIFT_Z`` and ``|exp(d) - 1| > HOST_SHIFT_MIN``.
+    """
+    k = len(baseline_levels)
+    if k == 0:
+        return None
+    sd = float(np.std(baseline_levels, ddof=1)) if k > 1 else 0.0
+    sd = max(sd, HOST_REF_SD_FLOOR)
+    d = current_level - float(np.mean(baseline_levels))
+    if abs(math.expm1(d)) > HOST_SHIFT_MIN and abs(d) / (sd * math.sqrt(1 + 1 / k)) > HOST_SHIFT_Z:
+        return math.expm1(d)
+    return None
 
 
 def is_suspect(decision: GateDecision, threshold: float) -> bool:

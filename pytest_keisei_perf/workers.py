@@ -2,31 +2,120 @@
 
 The unit of replication is the process: the spread between processes (7-18% here) dwarfs the
 spread inside one (~2%), so baselines and confirmations need new processes, not more rounds.
+
+A worker runs under the user's configuration: the same ini file and rootdir, the ``-o``
+overrides, ``-p`` plugins, conftest options and ``addopts``, minus what selects other tests,
+changes the output, or runs tests in parallel (xdist is blocked). A worker either delivers a
+result for every benchmark it was asked for or raises :class:`WorkerError` with its last lines.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .settings import PerfSettings
 
-__all__ = ["WorkerError", "run_worker", "worker_command"]
+__all__ = ["WORKER_TIMEOUT_S", "WorkerError", "forwarded_args", "run_worker", "worker_command"]
+
+#: A worker that has not finished after this long is killed and the test (or update) fails.
+WORKER_TIMEOUT_S: Final = 3600.0
+#: Option destinations never forwarded: test selection, output, debugging, parallelism, and what
+#: the worker command sets itself (ini file, rootdir).
+_NOT_FORWARDED: Final = frozenset(
+    {
+        "keyword", "markexpr", "lf", "failedfirst", "newfirst", "last_failed_no_failures", "stepwise",
+        "stepwise_skip", "stepwise_reset", "deselect", "verbose", "reportchars", "tbstyle", "xmlpath",
+        "junitprefix", "collectonly", "durations", "durations_min", "maxfail", "usepdb", "usepdb_cls",
+        "trace", "showlocals", "cacheclear", "cacheshow", "help", "version", "markers", "showfixtures",
+        "show_fixtures_per_test", "setuponly", "setupplan", "setupshow", "basetemp", "pastebin", "debug",
+        "traceconfig", "color", "code_highlight", "fulltrace", "no_header", "no_summary", "log_file",
+        "inifilename", "rootdir", "numprocesses", "dist", "distload", "maxprocesses", "maxschedchunk",
+        "maxworkerrestart", "tx", "rsyncdir", "rsyncignore", "px", "looponfail", "loadscopereorder",
+        "testrunuid",
+    }
+)  # fmt: skip
+#: ``-p`` values that would bring parallelism back.
+_PARALLEL_PLUGINS: Final = ("xdist", "xdist.plugin", "xdist.looponfail")
 
 
 class WorkerError(RuntimeError):
-    """A worker process failed to produce a report."""
+    """A worker process failed to produce a result; the message ends with its last output lines."""
 
 
-def worker_command(nodeids: Sequence[str], settings: PerfSettings, report: Path) -> list[str]:
-    """The pytest command line of one worker, carrying every setting that affects timing."""
+def _dest(actions: Mapping[str, argparse.Action], option: str) -> argparse.Action | None:
+    return actions.get(option)
+
+
+def forwarded_args(tokens: Sequence[str], actions: Mapping[str, argparse.Action]) -> list[str]:
+    """The options of ``tokens`` (a command line or ``addopts``) that a worker must also get.
+
+    ``actions`` maps option strings to argparse actions (their ``dest`` and ``nargs``);
+    positional arguments are dropped (the worker is given its node ids), and so is everything
+    whose destination is in :data:`_NOT_FORWARDED`, ``--perf-*`` (the worker command sets those),
+    ``-o addopts=...`` (addopts are forwarded filtered) and ``-p`` of a parallelism plugin. An
+    option this parser does not know is forwarded alone, as written.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token == "--":
+            break
+        if not token.startswith("-") or token == "-":
+            continue
+        name, attached = token, None
+        if token.startswith("--") and "=" in token:
+            name, attached = token.split("=", 1)
+        elif not token.startswith("--") and len(token) > 2 and token[:2] in actions:
+            name, attached = token[:2], token[2:]
+        action = _dest(actions, name)
+        if action is None:
+            out.append(token)
+            continue
+        values: list[str] = []
+        if attached is None and action.nargs != 0:
+            if action.nargs in (None, 1):
+                if i < len(tokens):
+                    values, i = [tokens[i]], i + 1
+            else:  # '?', '*', '+': every following non-option token
+                while i < len(tokens) and not tokens[i].startswith("-"):
+                    values.append(tokens[i])
+                    i += 1
+        value = attached if attached is not None else (values[0] if values else "")
+        dest = action.dest
+        if dest in _NOT_FORWARDED or dest.startswith("perf_"):
+            continue
+        if dest == "plugins" and value.removeprefix("no:") in _PARALLEL_PLUGINS:
+            continue
+        if dest == "override_ini" and value.split("=", 1)[0].strip() == "addopts":
+            continue
+        out.append(token)
+        if attached is None:
+            out.extend(values)
+    return out
+
+
+def worker_command(
+    nodeids: Sequence[str], settings: PerfSettings, report: Path, *, user_args: Sequence[str] = ()
+) -> list[str]:
+    """The pytest command line of one worker, carrying every setting that affects timing.
+
+    ``user_args`` are the user's forwarded options (:func:`forwarded_args`), ini file and rootdir
+    included; addopts are cleared (``-o addopts=``) because they arrive filtered in ``user_args``.
+    """
     command = [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider"]
-    command += ["-m", "", "--perf-worker", f"--perf-json={report}"]  # -m "": override any addopts -m
+    command += ["-p", "no:xdist", "-o", "addopts=", *user_args]
+    command += ["-m", "", "--perf-worker", f"--perf-json={report}"]  # -m "": no marker filter
     command += [
         f"--perf-threads={settings.threads}",
         f"--perf-budget={settings.budget_s}",
@@ -44,19 +133,71 @@ def worker_command(nodeids: Sequence[str], settings: PerfSettings, report: Path)
     return command
 
 
+def user_worker_args(
+    invocation_args: Sequence[str],
+    addopts: Iterable[str],
+    env_addopts: str,
+    actions: Mapping[str, argparse.Action],
+    *,
+    inipath: Path | None,
+    rootpath: Path,
+) -> list[str]:
+    """Everything of the user's configuration a worker needs, as command-line options."""
+    args = ["--rootdir", str(rootpath)]
+    if inipath is not None:
+        args += ["-c", str(inipath)]
+    args += forwarded_args([*addopts, *shlex.split(env_addopts)], actions)
+    args += forwarded_args(list(invocation_args), actions)
+    return args
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
 def run_worker(
-    nodeids: Sequence[str], settings: PerfSettings, *, cwd: Path, log: Callable[[str], None] | None = None
+    nodeids: Sequence[str],
+    settings: PerfSettings,
+    *,
+    cwd: Path,
+    wanted: Iterable[str],
+    user_args: Sequence[str] = (),
+    timeout_s: float = WORKER_TIMEOUT_S,
 ) -> list[dict[str, Any]]:
-    """Run one fresh process over ``nodeids``; the results of benchmarks that passed there."""
+    """Run one fresh process over ``nodeids``; its results, one for each benchmark id in ``wanted``.
+
+    Raises :class:`WorkerError` when the process times out, writes no report, or a wanted
+    benchmark is missing, failed or was not timed there.
+    """
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)  # forwarded, filtered, in user_args
+    env.pop("PYTEST_XDIST_WORKER", None)
     with tempfile.TemporaryDirectory(prefix="keisei-perf-worker-") as tmp:
         report = Path(tmp) / "report.json"
-        proc = subprocess.run(
-            worker_command(nodeids, settings, report), cwd=cwd, capture_output=True, text=True, check=False
-        )
+        command = worker_command(nodeids, settings, report, user_args=user_args)
+        try:
+            proc = subprocess.run(
+                command, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout_s, env=env
+            )
+        except subprocess.TimeoutExpired as exc:
+            output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{_tail(output)}") from None
+        output = proc.stdout + proc.stderr
         if not report.exists():
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise WorkerError(f"worker process exited with {proc.returncode} and wrote no report:\n{tail}")
+            raise WorkerError(
+                f"worker process exited with {proc.returncode} and wrote no report:\n{_tail(output)}"
+            )
         data = json.loads(report.read_text(encoding="utf-8"))
-    if proc.returncode not in (0, 1) and log is not None:
-        log(f"keisei-perf: worker exited with {proc.returncode}")
-    return [entry for entry in data["results"] if not entry["failures"] and not entry["disabled"]]
+    by_id = {entry["benchmark_id"]: entry for entry in data["results"]}
+    delivered = []
+    for bench in wanted:
+        entry = by_id.get(bench)
+        if entry is None:
+            raise WorkerError(
+                f"worker process (exit {proc.returncode}) yielded no result for {bench}:\n{_tail(output)}"
+            )
+        if entry["failures"] or entry["disabled"]:
+            why = "; ".join(entry["failures"]) or "it was not timed"
+            raise WorkerError(f"{bench} failed in the worker process: {why}")
+        delivered.append(entry)
+    return delivered

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_keisei_perf.baseline import MAX_RUNS, SCHEMA_VERSION, BaselineError, BaselineStore, machine_key
+from pytest_keisei_perf.baseline import (
+    MAX_RUNS,
+    SCHEMA_VERSION,
+    BaselineError,
+    BaselineStore,
+    fact_differences,
+    machine_key,
+)
+from pytest_keisei_perf.machine import cpu_facts
 
 FACTS = {"cpu_model": "Test CPU 9000", "cpu_count": 2, "machine": "x86_64", "torch": "2.13.0", "threads": 1}
 
@@ -40,8 +50,49 @@ def test_machine_key_ignores_volatile_facts_and_honours_a_name() -> None:
     assert machine_key({**FACTS, "torch": "2.14.0"})[0] != key
     named, named_facts = machine_key(FACTS, "CI runner (x64)")
     assert named.startswith("ci-runner-x64-")
-    assert named_facts == {"name": "CI runner (x64)", "torch": "2.13.0", "threads": 1}
-    assert machine_key({**FACTS, "cpu_model": "Other"}, "CI runner (x64)")[0] == named
+    assert named_facts["name"] == "CI runner (x64)"
+    assert named_facts["cpu_model"] == "Test CPU 9000"  # a name labels the key, never hides the hardware
+    assert machine_key({**FACTS, "cpu_model": "Other"}, "CI runner (x64)")[0] != named
+
+
+def test_hosts_with_one_cpu_string_get_different_keys() -> None:
+    """The trust issue: two "Intel(R) Xeon(R) Processor" hosts, family 6 models 143 and 207."""
+    xeon = {
+        **FACTS,
+        "cpu_model": "Intel(R) Xeon(R) Processor",
+        "cpu_vendor": "GenuineIntel",
+        "cpu_family": "6",
+    }
+    old, old_facts = machine_key({**xeon, "cpu_model_number": "143", "cpu_stepping": "8"})
+    new, new_facts = machine_key({**xeon, "cpu_model_number": "207", "cpu_stepping": "2"})
+    assert old != new
+    assert old.startswith("intel-r-xeon-r-processor-f6m143s8-")
+    assert new.startswith("intel-r-xeon-r-processor-f6m207s2-")
+    assert fact_differences(new_facts, old_facts) == ["cpu_model_number 143 -> 207", "cpu_stepping 8 -> 2"]
+    assert machine_key({**xeon, "cpu_isa": ["avx2"]})[0] != machine_key({**xeon, "cpu_isa": ["amx_tile"]})[0]
+    assert machine_key({**xeon, "cpu_caches": {"L3": "32768K"}})[0] != machine_key(xeon)[0]
+
+
+def test_cpu_facts_read_family_model_stepping_isa_and_caches(tmp_path: Path) -> None:
+    cpuinfo = (
+        "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+        "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 2\n"
+        "flags\t\t: fpu avx avx2 avx512f amx_tile amx_bf16 sse4_2\n\nprocessor\t: 1\nmodel\t\t: 999\n"
+    )
+    index = tmp_path / "index3"
+    index.mkdir()
+    for name, value in (("level", "3"), ("type", "Unified"), ("size", "107520K")):
+        (index / name).write_text(value + "\n")
+    facts = cpu_facts(cpuinfo, tmp_path)
+    assert facts == {
+        "cpu_vendor": "GenuineIntel",
+        "cpu_family": "6",
+        "cpu_model_number": "207",
+        "cpu_stepping": "2",
+        "cpu_isa": ["amx_bf16", "amx_tile", "avx", "avx2", "avx512f"],
+        "cpu_caches": {"L3": "107520K"},
+    }
+    assert cpu_facts("", tmp_path / "missing")["cpu_caches"] == {}
 
 
 def test_replace_runs_writes_sorted_versioned_json_and_spares_other_benchmarks(tmp_path: Path) -> None:
@@ -72,7 +123,9 @@ def test_other_machines_are_listed_not_read(tmp_path: Path) -> None:
     store.replace_runs({"t.py::a": [_run()]})
     other = BaselineStore(store.directory, "other-box-123", {})
     other.path.write_text("not even json")
-    assert store.other_machines() == ["other-box-123"]
+    third = BaselineStore(store.directory, "third-box-456", {"torch": "2.12.0"})
+    third.replace_runs({"t.py::a": [_run()]})
+    assert store.other_machines() == {"other-box-123": {}, "third-box-456": {"torch": "2.12.0"}}
     assert "t.py::a" in store.load()
 
 
@@ -130,3 +183,17 @@ def test_bad_files_raise_naming_file_and_problem_and_stay_untouched(
     with pytest.raises(BaselineError):
         store.replace_runs({"t.py::new": [_run()]})
     assert store.path.read_text() == content
+
+
+def test_locks_work_where_fcntl_does_not_exist(tmp_path: Path) -> None:
+    """On Windows there is no fcntl: the autoloaded plugin must still import and lock."""
+    code = (
+        "import sys; sys.modules['fcntl'] = None\n"  # any `import fcntl` now raises ImportError
+        "import filelock\n"
+        "from pytest_keisei_perf import locks, plugin\n"
+        f"with locks.lock_beside(__import__('pathlib').Path({str(tmp_path / 'b.json')!r})):\n"
+        "    print('locked')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "locked"

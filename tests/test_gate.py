@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+
+from pytest_keisei_perf.gate import speedup_drop
+from pytest_keisei_perf.record import RunRecord
+from pytest_keisei_perf.simulate import make_run
 
 #: Worker processes re-run these tests; they read the slowdown from the environment they inherit.
 WORKLOAD = """
@@ -73,18 +78,19 @@ def test_update_stores_independent_runs_per_benchmark(project: pytest.Pytester) 
     assert (graphs["graph_count"], graphs["graph_breaks"], graphs["recompiles"]) == (1, 0, 0)
 
 
-def test_identical_code_passes(project: pytest.Pytester) -> None:
-    result = project.runpytest(*FAST, "-v")
+def test_identical_code_is_compared_and_passes(project: pytest.Pytester) -> None:
+    # threshold 1000%: the verdict cannot depend on how busy the machine is, only on the wiring
+    result = project.runpytest(*FAST, "-v", "--perf-threshold=10")
     result.assert_outcomes(passed=2)
-    # identical code must not fail; with 3 baseline runs a fast run may read as an improvement
     result.stdout.re_match_lines([r"test_busy\s+eager\s.*\s(pass|improvement)\s"])
     assert "regression" not in result.stdout.str()
+    assert "NOT COMPARED" not in result.stdout.str()
 
 
 def test_injected_slowdown_fails_after_confirmation(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KP_SLOW", "1.5")
+    monkeypatch.setenv("KP_SLOW", "30")  # 30x the work: orders of magnitude above any noise
     result = project.runpytest(*FAST, "--perf-confirm-runs=2")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
@@ -116,12 +122,18 @@ def test_new_graph_break_fails_with_the_numbers(
 def test_another_machine_baseline_is_not_used(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KEISEI_PERF_MACHINE", "other-box")
-    result = project.runpytest(*FAST, "-v")
+    monkeypatch.setenv("KEISEI_PERF_MACHINE", "test-bx")  # a typo must not pass silently
+    result = project.runpytest(*FAST)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
-        ["*no baseline for this machine (baselines exist for other machines: test-box-*; not used)*"]
+        [
+            "keisei-perf: NOT COMPARED (no baseline under this machine key): 2 benchmark(s), 3 mode(s); "
+            "e.g. *: not compared: no baseline under this machine key test-bx-*; nearest stored key "
+            "test-box-* differs in: name test-box -> test-bx; create one with*"
+        ]
     )
+    failed = project.runpytest(*FAST, "--perf-require-baseline")
+    failed.assert_outcomes(failed=2)
 
 
 def test_corrupt_baseline_stops_the_run_and_is_left_alone(project: pytest.Pytester) -> None:
@@ -139,12 +151,13 @@ def test_corrupt_baseline_stops_the_run_and_is_left_alone(project: pytest.Pytest
 
 
 def test_speedup_drop_is_flagged_only_when_significant() -> None:
-    from pytest_keisei_perf.gate import speedup_drop
+    def run(speedup: float | None) -> RunRecord:
+        return dataclasses.replace(make_run({"eager": 0.0}), speedup=speedup)
 
-    runs = [{"speedup": s} for s in (1.50, 1.53, 1.47, 1.51, 1.49)]
-    message = speedup_drop({"speedup": 1.05}, runs, threshold=0.05, alpha=0.05)
+    runs = [run(s) for s in (1.50, 1.53, 1.47, 1.51, 1.49)]
+    message = speedup_drop(run(1.05), runs, threshold=0.05, alpha=0.05)
     assert message is not None
     assert "dropped from 1.50x (baseline median of 5 runs) to 1.05x" in message
-    assert speedup_drop({"speedup": 1.48}, runs, threshold=0.05, alpha=0.05) is None
-    assert speedup_drop({"speedup": 1.05}, runs[:2], threshold=0.05, alpha=0.05) is None
-    assert speedup_drop({"speedup": None}, runs, threshold=0.05, alpha=0.05) is None
+    assert speedup_drop(run(1.48), runs, threshold=0.05, alpha=0.05) is None
+    assert speedup_drop(run(1.05), runs[:2], threshold=0.05, alpha=0.05) is None
+    assert speedup_drop(run(None), runs, threshold=0.05, alpha=0.05) is None

@@ -1,0 +1,126 @@
+"""One run of one benchmark (one process), typed, and the one rule for when two runs compare.
+
+The gate, the baseline store, ``keisei-perf compare`` and the plots all read runs: stored
+baseline runs, ``--perf-json`` results and fresh worker results. They read them through
+:class:`RunRecord`, so they agree on what a run holds and on :func:`comparability_problem`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ModeRun", "RunRecord", "comparability_problem", "median_of_runs"]
+
+
+@dataclass(frozen=True)
+class ModeRun:
+    """One mode's rounds in one run, and its compile facts."""
+
+    samples_s: tuple[float, ...]
+    fallback: bool = False
+    fallback_error: str | None = None
+    compile_time_s: float | None = None
+    compile_cache: str | None = None
+    graph_count: int | None = None
+    graph_breaks: int | None = None
+    recompiles: int | None = None
+
+    @property
+    def median_s(self) -> float:
+        ordered = sorted(self.samples_s)
+        return ordered[len(ordered) // 2]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the gate needs of one run: samples per mode, the reference samples, the conditions."""
+
+    modes: Mapping[str, ModeRun]
+    reference_samples_s: tuple[float, ...]
+    device: str | None = None
+    compile_kwargs: Mapping[str, Any] | None = None
+    threads: int | None = None
+    reference_version: int | None = None
+    speedup: float | None = None
+    git_commit: str | None = None
+    timestamp: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> RunRecord:
+        """A stored baseline run or a ``PerfResult.to_dict()`` (a report's or a worker's result).
+
+        Runs stored before ``reference_version`` existed timed the first reference (v1).
+        """
+        modes = {
+            name: ModeRun(
+                samples_s=tuple(float(s) for s in facts["samples_s"]),
+                fallback=bool(facts.get("fallback", False)),
+                fallback_error=facts.get("fallback_error"),
+                compile_time_s=facts.get("compile_time_s"),
+                compile_cache=facts.get("compile_cache"),
+                graph_count=facts.get("graph_count"),
+                graph_breaks=facts.get("graph_breaks"),
+                recompiles=facts.get("recompiles"),
+            )
+            for name, facts in data["modes"].items()
+        }
+        return cls(
+            modes=modes,
+            reference_samples_s=tuple(float(s) for s in data.get("reference_samples_s", ())),
+            device=data.get("device"),
+            compile_kwargs=data.get("compile_kwargs"),
+            threads=data.get("threads"),
+            reference_version=data.get("reference_version", 1),
+            speedup=data.get("speedup"),
+            git_commit=data.get("git_commit"),
+            timestamp=data.get("timestamp"),
+        )
+
+    def statistic(self, mode: str) -> float | None:
+        """This run's machine-normalised statistic for ``mode`` (None if it lacks the mode)."""
+        from . import stats
+
+        facts = self.modes.get(mode)
+        if facts is None:
+            return None
+        return stats.run_statistic(facts.samples_s, self.reference_samples_s)
+
+    @property
+    def reference_level(self) -> float:
+        """Median log time of the reference workload: how fast the machine ran."""
+        logs = sorted(math.log(s) for s in self.reference_samples_s)
+        n = len(logs)
+        return (logs[(n - 1) // 2] + logs[n // 2]) / 2
+
+
+def comparability_problem(baseline: RunRecord, current: RunRecord) -> str | None:
+    """Why ``current`` cannot be compared with ``baseline`` at all, or None.
+
+    Another device, other compile settings, another thread count or another reference
+    workload make another measurement, whatever the numbers say.
+    """
+    problems = []
+    if baseline.device != current.device:
+        problems.append(f"device {baseline.device} -> {current.device}")
+    if dict(baseline.compile_kwargs or {}) != dict(current.compile_kwargs or {}):
+        problems.append(
+            f"compile settings {dict(baseline.compile_kwargs or {})} -> {dict(current.compile_kwargs or {})}"
+        )
+    if baseline.threads is not None and current.threads is not None and baseline.threads != current.threads:
+        problems.append(f"threads {baseline.threads} -> {current.threads}")
+    if baseline.reference_version != current.reference_version:
+        problems.append(f"reference workload v{baseline.reference_version} -> v{current.reference_version}")
+    return "; ".join(problems) or None
+
+
+def median_of_runs(runs: Sequence[RunRecord], mode: str) -> float:
+    """Median over runs of each run's median time in ``mode`` (NaN when no run has it)."""
+    medians = sorted(r.modes[mode].median_s for r in runs if mode in r.modes)
+    if not medians:
+        return float("nan")
+    n = len(medians)
+    return (medians[(n - 1) // 2] + medians[n // 2]) / 2

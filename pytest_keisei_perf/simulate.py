@@ -1,0 +1,101 @@
+"""Seeded simulations of the shipped gate: synthetic runs through the real :func:`gate.decide`.
+
+The tests and ``benchmarks/gate_operating_curve.py`` measure false alarms, power, the operating
+curve and the spread of per-baseline false-alarm rates with these, so a bug in ``decide()``
+(suspect selection, confirmation wiring, Benjamini-Hochberg, the direction of the test) changes
+the numbers they check. Noise model: each process draws a normal offset of the normalised log
+time with sd ``noise``, plus heavy-tailed spikes (t with 3 df) in a fifth of the processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .gate import GateContext, decide
+from .record import ModeRun, RunRecord
+
+__all__ = ["Scenario", "alarm_rate", "make_run", "session_regressions"]
+
+#: Rounds per simulated run; each round carries the run's level (the statistic is a median).
+_ROUNDS = 5
+
+
+def make_run(levels: dict[str, float]) -> RunRecord:
+    """A run whose normalised log statistic in each mode is ``levels[mode]`` (reference at 1 s)."""
+    return RunRecord(
+        modes={m: ModeRun(samples_s=(math.exp(v),) * _ROUNDS) for m, v in levels.items()},
+        reference_samples_s=(1.0,) * _ROUNDS,
+        device="cpu",
+        compile_kwargs={},
+        reference_version=2,
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One simulated session's set-up."""
+
+    noise: float
+    modes: tuple[str, ...] = ("eager",)
+    baseline_runs: int = 5
+    confirm_runs: int = 4
+    threshold: float = 0.05
+    alpha: float = 0.05
+    #: Residual drift of the normalised statistic per run, in log units: baseline run i sits at
+    #: ``i * drift``, later runs at ``baseline_runs * drift`` (the machine kept drifting).
+    drift: float = 0.0
+
+    def draw(self, rng: np.random.Generator, slowdown: float = 0.0, shift: float | None = None) -> RunRecord:
+        """One process: offset + occasional heavy-tailed spike, per mode."""
+        shift = self.baseline_runs * self.drift if shift is None else shift
+        levels = {}
+        for mode in self.modes:
+            spike = 0.5 * self.noise * rng.standard_t(3) if rng.random() < 0.2 else 0.0
+            levels[mode] = math.log1p(slowdown) + shift + rng.normal(0, self.noise) + spike
+        return make_run(levels)
+
+    def baseline(self, rng: np.random.Generator) -> list[RunRecord]:
+        return [self.draw(rng, shift=i * self.drift) for i in range(self.baseline_runs)]
+
+
+def session_regressions(
+    scenario: Scenario,
+    rng: np.random.Generator,
+    slowdowns: Sequence[float],
+    *,
+    baselines: Sequence[Sequence[RunRecord]] | None = None,
+) -> list[int]:
+    """One gated session over ``len(slowdowns)`` benchmarks: regressions flagged per benchmark.
+
+    Each benchmark's confirmations are fresh draws with its true slowdown, and Benjamini-Hochberg
+    runs over every benchmark and mode, as in a real session. ``baselines`` fixes the stored runs
+    (the frozen-baseline study); by default each benchmark gets fresh ones.
+    """
+    decided: list[float] = []
+    total = len(slowdowns) * len(scenario.modes)
+    flagged = []
+    for index, slowdown in enumerate(slowdowns):
+        stored = list(baselines[index]) if baselines is not None else scenario.baseline(rng)
+
+        def confirm(slowdown: float = slowdown) -> list[RunRecord]:
+            return [scenario.draw(rng, slowdown) for _ in range(scenario.confirm_runs)]
+
+        context = GateContext(
+            threshold=scenario.threshold,
+            alpha=scenario.alpha,
+            total_comparisons=total,
+            confirm=confirm if scenario.confirm_runs > 0 else None,
+            decided_p_values=decided,
+        )
+        verdicts, _ = decide(scenario.draw(rng, slowdown), stored, context, label=f"b{index}", nodeid="x")
+        flagged.append(sum(v.status == "regression" for v in verdicts.values()))
+    return flagged
+
+
+def alarm_rate(scenario: Scenario, rng: np.random.Generator, slowdown: float, trials: int) -> float:
+    """Share of single-benchmark sessions that fail as a regression at a true ``slowdown``."""
+    return sum(session_regressions(scenario, rng, [slowdown])[0] > 0 for _ in range(trials)) / trials
