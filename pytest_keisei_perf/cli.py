@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import scipy.stats as sps
 
 from . import stats
 from .baseline import BaselineError, load, prune_file, sample_problem
+from .record import RunRecord, comparability_problem, median_of_runs
 from .report import format_duration
 
 __all__ = ["main"]
@@ -102,35 +102,38 @@ class Comparison:
 
 
 def _median_of_runs(runs: Sequence[Mapping[str, Any]], mode: str) -> float:
-    return float(np.median([np.median(r["modes"][mode]["samples_s"]) for r in runs]))
+    return median_of_runs([RunRecord.from_mapping(r) for r in runs], mode)
 
 
 def compare(base: RunSet, new: RunSet, *, threshold: float, alpha: float) -> list[Comparison]:
-    """Every benchmark and mode in both files, decided like the gate, then BH over all of them."""
+    """Every benchmark and mode in both files, decided like the gate, then BH over all of them.
+
+    Runs recorded under other conditions (device, compile settings, threads, reference
+    workload: :func:`record.comparability_problem`, the gate's own check) are not compared.
+    """
     out: list[Comparison] = []
     for bench in sorted(set(base.runs) & set(new.runs)):
-        b_runs, n_runs = base.runs[bench], new.runs[bench]
-        versions = {r.get("reference_version", 1) for r in (*b_runs, *n_runs)}
-        for mode in sorted({m for r in n_runs for m in r["modes"]}):
-            b_mode = [r for r in b_runs if mode in r["modes"]]
-            n_mode = [r for r in n_runs if mode in r["modes"]]
+        b_all = [RunRecord.from_mapping(r) for r in base.runs[bench]]
+        n_all = [RunRecord.from_mapping(r) for r in new.runs[bench]]
+        problem = next((p for p in (comparability_problem(b, n) for b in b_all for n in n_all) if p), None)
+        for mode in sorted({m for r in n_all for m in r.modes}):
+            b_mode = [r for r in b_all if mode in r.modes]
+            n_mode = [r for r in n_all if mode in r.modes]
             if not b_mode:
                 continue
-            medians = (_median_of_runs(b_mode, mode), _median_of_runs(n_mode, mode))
-            if len(versions) > 1:
+            medians = (median_of_runs(b_mode, mode), median_of_runs(n_mode, mode))
+            if problem:
                 out.append(
-                    Comparison(bench, mode, *medians, None, "timed against different reference workloads")
+                    Comparison(bench, mode, *medians, None, f"recorded under other conditions: {problem}")
                 )
                 continue
-            run_stats = [
-                [stats.run_statistic(r["modes"][mode]["samples_s"], r["reference_samples_s"]) for r in side]
-                for side in (b_mode, n_mode)
-            ]
+            run_stats = [[stats.run_statistic(r.modes[mode].samples_s, r.reference_samples_s) for r in side]
+                         for side in (b_mode, n_mode)]  # fmt: skip
             if len(b_mode) >= stats.MIN_BASELINE_RUNS:
                 decision = stats.compare_runs(*run_stats, threshold=threshold, alpha=alpha)
             elif len(b_mode) == 1 and len(n_mode) == 1:
                 rounds = [
-                    stats.round_statistics(r["modes"][mode]["samples_s"], r["reference_samples_s"])
+                    stats.round_statistics(r.modes[mode].samples_s, r.reference_samples_s)
                     for r in (b_mode[0], n_mode[0])
                 ]
                 decision = stats.compare_rounds(*rounds, threshold=threshold, alpha=alpha)

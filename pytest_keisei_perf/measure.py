@@ -193,7 +193,9 @@ def plan_rounds(
     per_call_s = max(per_call_s, 1e-9)
     round_s = max(MIN_ROUND_S, budget_s / target_rounds)
     calls = max(1, round(round_s / per_call_s))
-    fits = int(budget_s / (calls * per_call_s) + 1e-9)  # tolerance: 2.0 / 0.1 must give 20
+    # rounding the call count moves a round by up to half a call: count rounds to the nearest
+    # whole one, or the target would turn on which way that rounding fell
+    fits = math.floor(budget_s / (calls * per_call_s) + 0.5)
     rounds = min(target_rounds, max(min_rounds, fits))
     return RoundPlan(rounds=rounds, calls_per_round=calls)
 

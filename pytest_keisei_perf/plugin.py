@@ -481,11 +481,14 @@ class PerfSession:
                     f"keisei-perf: {result.benchmark_id} looks slower; "
                     f"confirming in fresh process {i}/{total}"
                 )
+                problem = None
                 try:
                     entries = self._run_worker(result.nodeid, [result.benchmark_id])
                 except WorkerError as exc:
+                    problem = str(exc)
+                if problem is not None:  # outside the except block: no chained traceback
                     pytest.fail(
-                        f"{result.benchmark_id}: could not confirm a suspected regression: {exc}",
+                        f"{result.benchmark_id}: could not confirm a suspected regression: {problem}",
                         pytrace=False,
                     )
                 fresh.extend(RunRecord.from_mapping(e) for e in entries)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
@@ -198,6 +198,38 @@ def _t_decision(
     )
 
 
+def compare_paired(
+    differences: Sequence[float], *, threshold: float, alpha: float, confidence: float = 0.95
+) -> GateDecision:
+    """One-sided paired t-test on per-pair log differences (candidate minus reference run).
+
+    Each pair ran back to back on the same host, so machine drift cancels within a pair; the
+    spread of the differences (floored at :data:`SD_FLOOR`) is the noise. ``regression`` needs
+    p < ``alpha`` and a slowdown above ``threshold``; ``improvement`` the mirror image.
+    """
+    n = len(differences)
+    if n < 2:
+        return GateDecision(
+            "inconclusive", None, None, None, None, None, n, n,
+            reason=f"only {n} pair(s); at least 2 are needed to estimate noise",
+        )  # fmt: skip
+    data = np.asarray(differences, dtype=float)
+    if not np.all(np.isfinite(data)):
+        raise ValueError("paired differences must be finite")
+    sd = max(float(np.std(data, ddof=1)), SD_FLOOR)
+    se = sd / math.sqrt(n)
+    df = n - 1
+    detectable = math.expm1((float(sps.t.ppf(1 - alpha, df)) + float(sps.t.ppf(POWER, df))) * se)
+    decision = _t_decision(
+        float(np.mean(data)), se, df, threshold=threshold, alpha=alpha, detectable=detectable, runs=(n, n)
+    )
+    if confidence != 0.95:
+        half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
+        d = math.log1p(decision.change or 0.0)
+        decision = replace(decision, change_ci=(math.expm1(d - half), math.expm1(d + half)))
+    return decision
+
+
 def round_statistics(samples_s: Sequence[float], reference_s: Sequence[float]) -> list[float]:
     """Each round's log time minus the run's median log reference time."""
     ref = float(np.median(np.log(np.asarray(reference_s, dtype=float))))
@@ -250,20 +282,21 @@ HOST_SHIFT_Z: Final = 3.0
 HOST_REF_SD_FLOOR: Final = 0.03
 
 
-def host_shift(baseline_levels: Sequence[float], current_level: float) -> float | None:
+def host_shift(baseline_levels: Sequence[float], current_levels: Sequence[float]) -> float | None:
     """How much faster (< 0) or slower (> 0) the reference ran than on the baseline's host, when
     that is beyond what one host does between processes; else None.
 
-    ``*_levels`` are median log reference times. The test is a prediction interval for one new
-    run: ``|d| / (sd * sqrt(1 + 1/K)) > HOST_SHIFT_Z`` and ``|exp(d) - 1| > HOST_SHIFT_MIN``.
+    ``*_levels`` are median log reference times of fresh processes (the baseline's runs, and
+    this host's). The test is a prediction interval for the mean of C new runs:
+    ``|d| / (sd * sqrt(1/K + 1/C)) > HOST_SHIFT_Z`` and ``|exp(d) - 1| > HOST_SHIFT_MIN``.
     """
-    k = len(baseline_levels)
-    if k == 0:
+    k, c = len(baseline_levels), len(current_levels)
+    if k == 0 or c == 0:
         return None
     sd = float(np.std(baseline_levels, ddof=1)) if k > 1 else 0.0
     sd = max(sd, HOST_REF_SD_FLOOR)
-    d = current_level - float(np.mean(baseline_levels))
-    if abs(math.expm1(d)) > HOST_SHIFT_MIN and abs(d) / (sd * math.sqrt(1 + 1 / k)) > HOST_SHIFT_Z:
+    d = float(np.mean(current_levels)) - float(np.mean(baseline_levels))
+    if abs(math.expm1(d)) > HOST_SHIFT_MIN and abs(d) / (sd * math.sqrt(1 / k + 1 / c)) > HOST_SHIFT_Z:
         return math.expm1(d)
     return None
 

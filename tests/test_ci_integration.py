@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from extras import need
 
 from pytest_keisei_perf import _compat
 from pytest_keisei_perf.compile_cache import CACHE_ENV, default_cache_dir, resolve_cache_dir
@@ -89,7 +90,7 @@ def test_markdown_file_step_summary_and_junit_properties(
 
 
 def test_plots_are_written_as_png(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     pytester.makepyfile(TWO_BENCHMARKS)
     result = pytester.runpytest(*FAST, "--perf-plot=plots")
     result.assert_outcomes(passed=2)
@@ -201,7 +202,7 @@ def test_not_perf():
 
 
 def test_xdist_prints_one_summary_and_warns_about_concurrent_tests(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("xdist")
+    need("xdist")
     pytester.makepyfile(XDIST_SUITE)
     result = pytester.runpytest_subprocess(*FAST, "-n", "2", "--perf-json=report.json")
     result.assert_outcomes(passed=3)
@@ -220,7 +221,7 @@ def test_xdist_prints_one_summary_and_warns_about_concurrent_tests(pytester: pyt
 def test_xdist_update_loses_no_baseline_entry(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("xdist")
+    need("xdist")
     monkeypatch.setenv("KEISEI_PERF_MACHINE", "xdist-box")
     pytester.makepyfile(TWO_BENCHMARKS)
     result = pytester.runpytest_subprocess(
@@ -236,7 +237,7 @@ def test_xdist_update_loses_no_baseline_entry(
 
 # -- the example workflow ---------------------------------------------------------------------------
 def test_example_workflow_is_valid_and_keeps_the_compile_cache() -> None:
-    yaml = pytest.importorskip("yaml")
+    yaml = need("yaml")
     path = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "perf.yml"
     workflow = yaml.safe_load(path.read_text())
     steps = workflow["jobs"]["perf"]["steps"]
@@ -245,5 +246,6 @@ def test_example_workflow_is_valid_and_keeps_the_compile_cache() -> None:
     runs = "\n".join(s.get("run", "") for s in steps)
     assert "pip install -e '.[plot]'" in runs
     assert "pytest -m perf -v --perf-json=perf-report.json --perf-plot=perf-plots" in runs
+    assert "--perf-require-baseline" in runs
     assert "pytest -m perf --perf-update-baseline" in runs
     assert workflow["env"]["KEISEI_PERF_MACHINE"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import keisei_models
 from keisei_models import NUM_ACTIONS, ActorCriticProtocol, apply_legal_mask
-from keisei_models.resnet_tower import ActorCriticResTower
+from keisei_models.resnet_tower import ActorCriticResTower, ResidualBlock
 
 
 def _param_count(model: torch.nn.Module) -> int:
@@ -50,14 +52,24 @@ def test_forward_shapes(tiny: ActorCriticResTower, batch: int) -> None:
 
 
 def test_se_block_gates_channels() -> None:
-    model = keisei_models.build("resnet_tower_tiny", se_ratio=0.25, tower_depth=2).eval()
-    assert model.res_blocks[0].se is not None
-    (x,) = keisei_models.example_inputs("resnet_tower_tiny", 2)
+    """Shut gate: the residual branch is zeroed, the block is relu(skip). Open gate: the block is
+    the same block without SE. In between, each channel is scaled by its own gate."""
+    torch.manual_seed(0)
+    block = ResidualBlock(8, se_ratio=0.25).eval()
+    plain = copy.deepcopy(block)
+    plain.se = None
+    h = torch.randn(2, 8, 9, 9)
+    assert block.se is not None
     with torch.no_grad():
-        logits, _ = model(x)
-        model.res_blocks[0].se.fc2.bias.fill_(-1e4)  # gate shut: block output is relu(0 + x)
-        shut, _ = model(x)
-    assert not torch.allclose(logits, shut)
+        block.se.fc2.bias.fill_(-1e4)
+        torch.testing.assert_close(block(h), torch.relu(h))
+        block.se.fc2.bias.fill_(1e4)
+        torch.testing.assert_close(block(h), plain(h))
+        block.se.fc2.weight.zero_()
+        block.se.fc2.bias.copy_(torch.linspace(-3, 3, 8))  # gate = sigmoid(bias), per channel
+        branch = plain.bn2(plain.conv2(torch.relu(plain.bn1(plain.conv1(h)))))
+        gate = torch.sigmoid(torch.linspace(-3, 3, 8)).view(1, 8, 1, 1)
+        torch.testing.assert_close(block(h), torch.relu(branch * gate + h))
 
 
 def test_invalid_constructor_arguments_name_the_argument() -> None:

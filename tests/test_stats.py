@@ -169,8 +169,8 @@ def test_compare_runs_pinned_values_and_symmetry() -> None:
     assert slower.change == pytest.approx(math.expm1(0.2))
     # sd = 0.0158, se = sd*sqrt(1 + 1/5) = 0.0173, t = 11.55 with 4 df
     assert slower.p_slower == pytest.approx(1.6e-4, rel=0.1)
-    assert slower.change_ci is not None
-    assert slower.change_ci[0] < slower.change < slower.change_ci[1]
+    # 95% CI: 0.2 -+ t(0.975, 4) * 0.0173 = 0.2 -+ 0.0481, as changes
+    assert slower.change_ci == pytest.approx((math.expm1(0.2 - 0.0481), math.expm1(0.2 + 0.0481)), rel=0.02)
     same = stats.compare_runs(baseline, [0.0], threshold=0.05, alpha=0.05)
     assert same.status == "pass"
 
@@ -228,3 +228,60 @@ def test_one_run_per_side_comparison_accounts_for_between_process_noise() -> Non
     assert widened <= 0.06, f"A/A false alarms {widened:.1%}"
     assert rounds_only > 2 * widened, f"rounds only {rounds_only:.1%} vs widened {widened:.1%}"
     assert power25 >= 0.99, f"power at +25% {power25:.1%}"
+
+
+def test_host_shift_needs_both_a_large_and_an_improbable_shift() -> None:
+    levels = [math.log(v) for v in (1.0, 1.02, 0.98, 1.01, 0.99)]  # sd 1.6%: floored at 3%
+    assert stats.host_shift(levels, [math.log(0.80)]) == pytest.approx(0.80 / math.exp(np.mean(levels)) - 1)
+    assert stats.host_shift(levels, [math.log(1.25)]) == pytest.approx(1.25 / math.exp(np.mean(levels)) - 1)
+    assert stats.host_shift(levels, [math.log(0.92)]) is None  # 8%: below the 10% floor
+    noisy = [math.log(v) for v in (0.8, 1.2, 0.9, 1.1, 1.0)]  # sd ~15%: 12% is 0.8 prediction sds
+    assert stats.host_shift(noisy, [math.log(0.88)]) is None
+    # the prediction interval narrows with more current runs: 12% off is 2.5 sds for one run, 4.1 for four
+    spread = [math.log(v) for v in (1.0, 1.06, 0.94, 1.03, 0.97)]
+    assert stats.host_shift(spread, [math.log(0.88)]) is None
+    assert stats.host_shift(spread, [math.log(0.88)] * 4) is not None
+    assert stats.host_shift([], [0.0]) is None
+    assert stats.host_shift(levels, []) is None
+
+
+def test_is_suspect_boundaries() -> None:
+    def decision(change: float, p: float) -> stats.GateDecision:
+        return stats.GateDecision("pass", change, (0.0, 0.0), p, 1 - p, 0.1, 5, 1)
+
+    assert stats.is_suspect(decision(0.03, 0.1), 0.05)
+    assert not stats.is_suspect(decision(0.025, 0.1), 0.05)  # half the threshold is not enough
+    assert not stats.is_suspect(decision(0.03, 0.2), 0.05)  # p must be below 0.2
+    assert not stats.is_suspect(decision(-0.3, 0.0), 0.05)
+
+
+def test_compare_paired_pinned_values() -> None:
+    diffs = [0.10, 0.12, 0.08, 0.11, 0.09]  # mean 0.10, sd 0.0158, se 0.00707, t = 14.1 on 4 df
+    decision = stats.compare_paired(diffs, threshold=0.05, alpha=0.05)
+    assert decision.status == "regression"
+    assert decision.change == pytest.approx(math.expm1(0.10))
+    assert decision.p_slower == pytest.approx(7.3e-5, rel=0.1)
+    assert decision.change_ci == pytest.approx(
+        (math.expm1(0.10 - 0.01963), math.expm1(0.10 + 0.01963)), rel=1e-3
+    )
+    assert stats.compare_paired([-d for d in diffs], threshold=0.05, alpha=0.05).status == "improvement"
+    assert stats.compare_paired([0.01, -0.01, 0.0], threshold=0.05, alpha=0.05).status == "pass"
+    assert stats.compare_paired([0.3], threshold=0.05, alpha=0.05).status == "inconclusive"
+    wide = stats.compare_paired(diffs, threshold=0.05, alpha=0.05, confidence=0.99)
+    assert wide.change_ci is not None
+    assert decision.change_ci is not None
+    assert wide.change_ci[0] < decision.change_ci[0]
+    assert wide.change_ci[1] > decision.change_ci[1]
+
+
+def test_detectable_effect_pinned() -> None:
+    # df = 5 + 1 - 2: (t(0.95, 4) + t(0.8, 4)) * 0.03 * sqrt(1 + 1/5) = (2.132 + 0.941) * 0.03286 = 0.1010
+    assert stats.detectable_effect(0.03, 5, 1, 0.05) == pytest.approx(math.expm1(0.1010), rel=0.01)
+
+
+def test_online_bh_counts_the_rank_among_earlier_p_values() -> None:
+    assert stats.online_bh_rejects(0.01, [0.5, 0.2], total=5, alpha=0.05)  # rank 1: 0.01 <= 0.01
+    assert not stats.online_bh_rejects(0.011, [0.5, 0.2], total=5, alpha=0.05)
+    assert stats.online_bh_rejects(0.02, [0.001], total=5, alpha=0.05)  # rank 2: 0.02 <= 0.02
+    assert stats.online_bh_rejects(0.02, [0.02], total=5, alpha=0.05)  # ties count as earlier ranks
+    assert stats.online_bh_rejects(0.04, [], total=0, alpha=0.05)  # total floored at 1

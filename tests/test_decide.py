@@ -1,0 +1,147 @@
+"""gate.decide itself: confirmations, Benjamini-Hochberg, the raw-time and host rules, compile
+facts. Synthetic runs, no processes and no timing: these are what the mutation check runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from pytest_keisei_perf.gate import GateContext, decide, speedup_drop
+from pytest_keisei_perf.record import RunRecord
+from pytest_keisei_perf.simulate import make_run
+
+
+def _run(level: float, ref: float = 1.0, **compiled: object) -> RunRecord:
+    """A run at normalised log ``level`` in eager (and compiled, with ``compiled`` facts) whose
+    reference workload took ``ref`` seconds."""
+    run = make_run(
+        {"eager": level + math.log(ref)} | ({"compiled": level + math.log(ref)} if compiled else {})
+    )
+    modes = dict(run.modes)
+    if compiled:
+        modes["compiled"] = dataclasses.replace(modes["compiled"], **compiled)  # type: ignore[arg-type]
+    return dataclasses.replace(run, modes=modes, reference_samples_s=(ref,) * 5)
+
+
+BASE = [_run(v) for v in (0.0, 0.01, -0.01, 0.005, -0.005)]
+
+
+def _context(total: int = 1, confirm: object = None) -> GateContext:
+    return GateContext(threshold=0.05, alpha=0.05, total_comparisons=total, confirm=confirm)  # type: ignore[arg-type]
+
+
+def test_a_suspect_is_decided_by_the_fresh_runs_only() -> None:
+    calls: list[int] = []
+
+    def confirm() -> list[RunRecord]:
+        calls.append(1)
+        return [_run(v) for v in (0.002, -0.004, 0.001, 0.0)]
+
+    verdicts, failures = decide(_run(0.3), BASE, _context(confirm=confirm), label="b", nodeid="t::b")
+    assert calls == [1]
+    assert verdicts["eager"].status == "pass"
+    assert verdicts["eager"].current_runs == 4
+    assert failures == []
+    quiet: list[int] = []
+    decide(_run(0.001), BASE, _context(confirm=lambda: quiet.append(1) or []), label="b", nodeid="t::b")
+    assert quiet == []  # nothing suspect: no fresh processes
+
+
+def test_confirmed_regression_fails_and_bh_counts_every_comparison() -> None:
+    slow = [_run(v) for v in (0.04, 0.16, 0.06, 0.14)]  # +10% on average, noisy: p ~ 0.005
+    verdicts, failures = decide(_run(0.1), BASE, _context(1, lambda: slow), label="b", nodeid="t::b")
+    assert verdicts["eager"].status == "regression"
+    p = verdicts["eager"].p_value
+    assert p is not None
+    assert 0.0025 < p < 0.05
+    assert failures
+    assert failures[0].startswith("performance regression: b [eager]")
+    verdicts, failures = decide(_run(0.1), BASE, _context(20, lambda: slow), label="b", nodeid="t::b")
+    assert verdicts["eager"].status == "pass"
+    assert "not significant after Benjamini-Hochberg over 20 comparisons" in verdicts["eager"].message
+    assert failures == []
+
+
+def test_slower_only_after_normalisation_is_inconclusive_with_both_numbers() -> None:
+    """Raw time 6% faster, but the reference ran 12% faster still: not a regression."""
+    base = [
+        _run(v, ref=r)
+        for v, r in zip((0, 0.01, -0.01, 0.005, -0.005), (0.9, 1.0, 1.1, 0.95, 1.05), strict=False)
+    ]
+    now = [_run(math.log(0.95 / 0.88), ref=0.88) for _ in range(4)]  # 12%: not another host here
+    verdicts, failures = decide(now[0], base, _context(confirm=lambda: now), label="b", nodeid="t::b")
+    verdict = verdicts["eager"]
+    assert verdict.status == "inconclusive"
+    assert verdict.raw_change == pytest.approx(0.95 / 1.01 - 1, abs=0.001)  # 1.01: the base median
+    assert verdict.change is not None
+    assert verdict.change > 0.07
+    assert "NOT failed: raw time is -5.9%" in verdict.message
+    assert failures == []
+
+
+def test_a_host_whose_reference_runs_unlike_the_baseline_is_not_compared() -> None:
+    verdicts, failures = decide(_run(0.3, ref=0.75), BASE, _context(), label="b", nodeid="t::b")
+    verdict = verdicts["eager"]
+    assert (verdict.status, verdict.not_compared) == ("no-baseline", "host-differs")
+    assert (
+        "this host differs from the baseline's (reference workload 25% faster in this run" in verdict.message
+    )
+    assert failures == []
+    busy, _ = decide(_run(0.0, ref=1.06), BASE, _context(), label="b", nodeid="t::b")
+    assert busy["eager"].not_compared is None  # 6%: within what one host does
+
+
+def test_the_host_check_judges_fresh_processes_when_there_are_any() -> None:
+    """In a long-lived session the reference reads up to ~20% off its fresh-process level on
+    the same host; fresh confirmations decide whether the host differs."""
+    same_host = [_run(v) for v in (0.001, -0.002, 0.0, 0.002)]
+    verdicts, _ = decide(_run(0.3, ref=0.8), BASE, _context(confirm=lambda: same_host), label="b", nodeid="t")
+    assert verdicts["eager"].not_compared is None
+    assert verdicts["eager"].status == "pass"
+    other_host = [_run(0.2, ref=0.8) for _ in range(4)]
+    verdicts, _ = decide(
+        _run(0.3, ref=0.8), BASE, _context(confirm=lambda: other_host), label="b", nodeid="t"
+    )
+    assert verdicts["eager"].not_compared == "host-differs"
+    assert "20% faster in 4 fresh process(es)" in verdicts["eager"].message
+
+
+def test_compile_facts_are_gated_exactly_and_a_lost_compile_fails() -> None:
+    facts = {"graph_count": 1, "graph_breaks": 0, "recompiles": 0}
+    base = [_run(v, **facts) for v in (0.0, 0.01, -0.01)]
+    _, failures = decide(
+        _run(0.0, graph_count=2, graph_breaks=0, recompiles=3), base, _context(2), label="b", nodeid="t"
+    )
+    assert failures == ["b [compiled]: graphs went from 1 to 2", "b [compiled]: recompiles went from 0 to 3"]
+    lost = _run(0.0, fallback=True, fallback_error="BackendCompilerFailed: boom")
+    _, failures = decide(lost, base, _context(2), label="b", nodeid="t")
+    assert failures == [
+        "b [compiled]: torch.compile failed and fell back to eager, but the baseline compiled: "
+        "BackendCompilerFailed: boom"
+    ]
+
+
+def test_too_few_runs_and_other_conditions_are_not_compared() -> None:
+    verdicts, _ = decide(_run(0.0), BASE[:2], _context(), label="b", nodeid="t")
+    assert verdicts["eager"].not_compared == "too-few-runs"
+    cuda = [dataclasses.replace(r, device="cuda:0") for r in BASE]
+    verdicts, _ = decide(_run(0.0), cuda, _context(), label="b", nodeid="t")
+    assert verdicts["eager"].not_compared == "incomparable"
+    assert "device cuda:0 -> cpu" in verdicts["eager"].message
+    verdicts, _ = decide(_run(0.0), [], _context(), label="b", nodeid="t", missing=("machine", "m"))
+    assert (verdicts["eager"].not_compared, verdicts["eager"].message) == ("machine", "m")
+
+
+def test_speedup_drop_is_flagged_only_when_significant() -> None:
+    def run(speedup: float | None) -> RunRecord:
+        return dataclasses.replace(make_run({"eager": 0.0}), speedup=speedup)
+
+    runs = [run(s) for s in (1.50, 1.53, 1.47, 1.51, 1.49)]
+    message = speedup_drop(run(1.05), runs, threshold=0.05, alpha=0.05)
+    assert message is not None
+    assert "dropped from 1.50x (baseline median of 5 runs) to 1.05x" in message
+    assert speedup_drop(run(1.48), runs, threshold=0.05, alpha=0.05) is None
+    assert speedup_drop(run(1.05), runs[:2], threshold=0.05, alpha=0.05) is None
+    assert speedup_drop(run(None), runs, threshold=0.05, alpha=0.05) is None
