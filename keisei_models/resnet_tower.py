@@ -13,7 +13,9 @@ from .registry import ArchitectureSpec
 __all__ = [
     "RESNET_TOWER",
     "RESNET_TOWER_TINY",
+    "SE_IMPLEMENTATIONS",
     "ActorCriticResTower",
+    "FusedSqueezeExcitation",
     "ResidualBlock",
     "SqueezeExcitation",
 ]
@@ -37,16 +39,39 @@ class SqueezeExcitation(nn.Module):
         return x * s
 
 
+class FusedSqueezeExcitation(SqueezeExcitation):
+    """The same function and parameters as :class:`SqueezeExcitation` in fewer, cheaper kernels.
+
+    The pooled tensor is ``[B, C, 1, 1]``, so the two 1x1 convolutions are matrix products on
+    ``[B, C]`` (``addmm`` instead of a convolution dispatch each), the pool is a plain mean, and
+    the gate is broadcast once. Weights are shared in layout with the plain block, so a state
+    dict loads into either and both give the same outputs within float32 tolerance.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.mean(dim=(2, 3))
+        h = F.relu(F.linear(s, self.fc1.weight.flatten(1), self.fc1.bias))
+        gate = torch.sigmoid(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))
+        return x * gate[:, :, None, None]
+
+
+#: ``se_impl`` values: the squeeze-excitation implementation of every residual block.
+SE_IMPLEMENTATIONS: dict[str, type[SqueezeExcitation]] = {
+    "plain": SqueezeExcitation,
+    "fused": FusedSqueezeExcitation,
+}
+
+
 class ResidualBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, optional SE, skip add, ReLU."""
 
-    def __init__(self, channels: int, se_ratio: float | None = None) -> None:
+    def __init__(self, channels: int, se_ratio: float | None = None, se_impl: str = "plain") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
         self.bn2 = nn.BatchNorm2d(channels)
-        self.se = SqueezeExcitation(channels, se_ratio) if se_ratio else None
+        self.se = SE_IMPLEMENTATIONS[se_impl](channels, se_ratio) if se_ratio else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -71,6 +96,7 @@ class ActorCriticResTower(ActorCriticBase):
         tower_width: int = 256,
         se_ratio: float | None = 0.25,
         board_size: int = BOARD_SIZE,
+        se_impl: str = "plain",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -85,12 +111,16 @@ class ActorCriticResTower(ActorCriticBase):
             raise ValueError(f"tower_depth must be >= 0, got {tower_depth}")
         if se_ratio is not None and not 0 <= se_ratio <= 1:
             raise ValueError(f"se_ratio must be in [0, 1] or None, got {se_ratio}")
+        if se_impl not in SE_IMPLEMENTATIONS:
+            raise ValueError(f"se_impl must be one of {', '.join(SE_IMPLEMENTATIONS)}, got {se_impl!r}")
         self.stem = nn.Sequential(
             nn.Conv2d(input_channels, tower_width, kernel_size=3, padding=1),
             nn.BatchNorm2d(tower_width),
             nn.ReLU(inplace=True),
         )
-        self.res_blocks = nn.Sequential(*(ResidualBlock(tower_width, se_ratio) for _ in range(tower_depth)))
+        self.res_blocks = nn.Sequential(
+            *(ResidualBlock(tower_width, se_ratio, se_impl) for _ in range(tower_depth))
+        )
         flat = _HEAD_CHANNELS * board_size * board_size
         self.policy_head = nn.Sequential(
             nn.Conv2d(tower_width, _HEAD_CHANNELS, kernel_size=1),

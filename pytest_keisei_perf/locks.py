@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from filelock import FileLock
-
 __all__ = ["MEASUREMENT_LOCK", "exclusive_lock", "lock_beside"]
 
 
@@ -36,6 +34,8 @@ MEASUREMENT_LOCK: Final = Path(tempfile.gettempdir()) / f"keisei-perf-measure-{_
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_path`` (created if missing) for the block."""
+    from filelock import FileLock  # imported when a lock is first taken, not with the plugin
+
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):
         yield

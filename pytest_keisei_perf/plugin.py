@@ -12,19 +12,13 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
 from . import hookspecs
-from .baseline import BaselineError, BaselineStore, fact_differences, git_commit, machine_key, run_record
-from .ids import stable_test_id
-from .locks import MEASUREMENT_LOCK, exclusive_lock
-from .plots import PlotUnavailableError, require_matplotlib
-from .report import markdown_summary, not_compared_lines, summary_lines, write_json_report
-from .result import PerfResult, Verdict, benchmark_id
 from .settings import (
     MARKER_KEYWORDS,
     BenchmarkConfig,
@@ -36,11 +30,15 @@ from .settings import (
 )
 
 if TYPE_CHECKING:
+    from .ab import PairedRuns, RefCheckout
+    from .baseline import BaselineStore
     from .compile_cache import CompileCache
     from .record import RunRecord
+    from .result import PerfResult
 
-# Heavy modules (torch, numpy, scipy) are imported only once a perf test is selected: installing
-# the plugin must cost nothing in sessions that run none.
+# Everything beyond option parsing is imported where it is first needed, torch, numpy and scipy
+# only once a perf test is selected: installing the plugin must cost nothing in sessions that
+# run none (measured: benchmarks/plugin_overhead.py).
 
 __all__ = [
     "PERF_MARKER_HELP",
@@ -82,6 +80,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from .plots import PlotUnavailableError, require_matplotlib
+
     config.addinivalue_line("markers", PERF_MARKER_HELP)
     settings = resolve_settings(config)
     if settings.plot_dir is not None:
@@ -135,10 +135,15 @@ class PerfSession:
         self.gated_benchmarks = 0
         self._decided_p_values: list[float] = []
         self._active = False
+        #: ``--perf-compare-ref``: the REF checkout, and per test the pairs it gave.
+        self.ref_checkout: RefCheckout | None = None
+        self._ab_runs: dict[str, tuple[dict[str, PairedRuns], set[str], dict[str, dict[str, Any]]]] = {}
 
     def activate(self) -> None:
         """Set up what timing needs, once: the compile cache, the machine key, this machine's
         baseline file (validated: a corrupt one stops the run before anything is measured)."""
+        from .baseline import BaselineError, BaselineStore, machine_key
+
         if self._active or self.settings.disable:
             return
         self._active = True
@@ -154,6 +159,18 @@ class PerfSession:
         self.store = BaselineStore(self.settings.baseline_dir, key, facts)
         if self.settings.worker:
             return
+        if self.settings.compare_ref:  # A/B: no baseline is read or written
+            from .ab import ABError, RefCheckout
+
+            try:
+                self.ref_checkout = RefCheckout(
+                    self.settings.compare_ref, self.config.rootpath, self.settings.import_roots
+                )
+            except ABError as exc:
+                raise pytest.UsageError(
+                    f"keisei-perf: --perf-compare-ref {self.settings.compare_ref}: {exc}"
+                ) from None
+            return
         try:
             self.baselines = self.store.load()
             self.other_machines = self.store.other_machines()
@@ -164,7 +181,7 @@ class PerfSession:
     def gating(self) -> bool:
         """Whether results are compared with baselines (not in update, worker or smoke runs)."""
         s = self.settings
-        return not (s.update_baseline or s.worker or s.disable)
+        return not (s.update_baseline or s.worker or s.disable or s.compare_ref)
 
     @property
     def reporting(self) -> bool:
@@ -238,6 +255,8 @@ class PerfSession:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """xdist controller: collect the results a worker measured, for one summary."""
+        from .result import PerfResult
+
         data = getattr(node, "workeroutput", {}).get(_WORKEROUTPUT_KEY)
         if data:
             self.results.extend(PerfResult.from_dict(d) for d in json.loads(data))
@@ -253,6 +272,8 @@ class PerfSession:
         ]
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from .report import not_compared_lines, summary_lines
+
         if not self.results or self.xdist_workers is not None:
             return
         terminalreporter.write_sep("=", "keisei-perf results")
@@ -266,7 +287,7 @@ class PerfSession:
             if v.message and v.not_compared is None and (v.status != "no-baseline" or verbose)
         ]
         for r in self.results:
-            if r.speedup_ci is not None and r.speedup_ci[1] < 1.0:
+            if "compiled" in r.modes and r.speedup_ci is not None and r.speedup_ci[1] < 1.0:
                 notes.append(
                     f"{r.benchmark_id}: compiled is SLOWER than eager ({r.speedup:.2f}x, 95% CI "
                     f"{r.speedup_ci[0]:.2f}x-{r.speedup_ci[1]:.2f}x); set min_speedup to fail on this"
@@ -298,6 +319,10 @@ class PerfSession:
         return outcome
 
     def pytest_sessionfinish(self) -> None:
+        from .report import write_json_report
+
+        if self.ref_checkout is not None:
+            self.ref_checkout.close()
         if self.xdist_workers is not None:
             # an xdist worker hands its results to the controller, which reports and re-baselines
             self.config.workeroutput[_WORKEROUTPUT_KEY] = json.dumps(  # type: ignore[attr-defined]
@@ -321,6 +346,8 @@ class PerfSession:
 
     def _write_summaries(self) -> None:
         """Markdown to ``--perf-markdown`` and ``$GITHUB_STEP_SUMMARY``; pictures to ``--perf-plot``."""
+        from .report import markdown_summary
+
         machine = self.store.key if self.store is not None else ""
         markdown = markdown_summary(self.results, machine=machine)
         try:
@@ -350,10 +377,18 @@ class PerfSession:
         kwargs: dict[str, Any],
         name: str,
         device: str | None = None,
+        variants: Mapping[str, Callable[..., Any]] | None = None,
     ) -> PerfResult:
-        """Run one benchmark for ``item``, decide its verdicts, record it, fail on a problem."""
+        """Run one benchmark for ``item``, decide its verdicts, record it, fail on a problem.
+
+        With ``variants`` (``perf.compare``) the variants are timed against each other instead
+        of eager against compiled; ``fn`` is then the first (reference) variant.
+        """
+        from .ids import stable_test_id
+        from .locks import MEASUREMENT_LOCK, exclusive_lock
         from .modes import PerfCompileError
-        from .runner import run_benchmark, smoke_run
+        from .result import benchmark_id
+        from .runner import run_benchmark, run_comparison, smoke_run
 
         self.activate()
         config = item.stash[_config_key]
@@ -363,28 +398,47 @@ class PerfSession:
                 "excludes the marker's modes"
             )
         test_id = stable_test_id(item.nodeid, item.path, self.config.rootpath)
-        if self.settings.disable or (self.settings.update_baseline and not self.settings.worker):
+        if self.ref_checkout is not None and not (self.settings.disable or self.settings.update_baseline):
+            result = self._ab_benchmark(item, config, test_id, name)
+        elif self.settings.disable or (self.settings.update_baseline and not self.settings.worker):
             # an update measures in fresh processes only; this one just checks the tests run
-            result = smoke_run(fn, args, kwargs, config=config, nodeid=item.nodeid, name=name, device=device)
+            calls = list(variants.values()) if variants else [fn]
+            for call in calls:
+                result = smoke_run(
+                    call, args, kwargs, config=config, nodeid=item.nodeid, name=name, device=device
+                )
             result = dataclasses.replace(result, test_id=test_id)
         else:
             # one benchmark at a time per machine: xdist workers and other sessions wait here
             lock = exclusive_lock(MEASUREMENT_LOCK) if not self.settings.worker else contextlib.nullcontext()
             with lock:
                 try:
-                    result = run_benchmark(
-                        fn,
-                        args,
-                        kwargs,
-                        config=config,
-                        nodeid=item.nodeid,
-                        name=name,
-                        device=device,
-                        progress=self._progress(benchmark_id(test_id, name)),
-                    )
+                    if variants:
+                        result = run_comparison(
+                            variants,
+                            args,
+                            kwargs,
+                            config=config,
+                            nodeid=item.nodeid,
+                            name=name,
+                            device=device,
+                            progress=self._progress(benchmark_id(test_id, name)),
+                        )
+                    else:
+                        result = run_benchmark(
+                            fn,
+                            args,
+                            kwargs,
+                            config=config,
+                            nodeid=item.nodeid,
+                            name=name,
+                            device=device,
+                            progress=self._progress(benchmark_id(test_id, name)),
+                        )
                 except PerfCompileError as exc:
                     pytest.fail(str(exc), pytrace=False)
                 result = self._decide(dataclasses.replace(result, test_id=test_id), config)
+                result = self._check_ref_imports(result)
         self.results.append(result)
         _record_properties(item, result)
         item.config.hook.pytest_keisei_perf_result(item=item, result=result)
@@ -392,8 +446,114 @@ class PerfSession:
             pytest.fail("\n".join(result.failures), pytrace=False)
         return result
 
+    def _check_ref_imports(self, result: PerfResult) -> PerfResult:
+        """In a REF-side process of ``--perf-compare-ref``: fail if the working tree's code ran."""
+        from .ab import FORBID_ROOT_ENV, ABError, check_imports
+
+        forbidden = os.environ.get(FORBID_ROOT_ENV)
+        if not (self.settings.worker and forbidden):
+            return result
+        try:
+            check_imports(forbidden)
+        except ABError as exc:
+            return dataclasses.replace(result, failures=(*result.failures, str(exc)))
+        return result
+
+    def _ab_benchmark(
+        self, item: pytest.Item, config: BenchmarkConfig, test_id: str, name: str
+    ) -> PerfResult:
+        """``--perf-compare-ref``: this benchmark's verdicts from interleaved REF / working-tree pairs."""
+        from . import ab
+        from .locks import MEASUREMENT_LOCK, exclusive_lock
+        from .result import PerfResult, Verdict, benchmark_id
+        from .workers import WorkerError
+
+        assert self.ref_checkout is not None
+        ref = self.settings.compare_ref
+        if item.nodeid not in self._ab_runs:
+            problem = None
+            try:
+                with exclusive_lock(MEASUREMENT_LOCK):
+                    self._ab_runs[item.nodeid] = self._gather_ab(item, config)
+            except (WorkerError, ab.ABError) as exc:
+                problem = str(exc)
+            if problem is not None:
+                pytest.fail(f"{test_id}: A/B against {ref} failed: {problem}", pytrace=False)
+        pairs, new, last_b = self._ab_runs[item.nodeid]
+        bench = benchmark_id(test_id, name)
+        entry = last_b.get(bench)
+        if entry is None:
+            pytest.fail(f"{bench}: the working tree's fresh processes gave no result for it", pytrace=False)
+        result = dataclasses.replace(PerfResult.from_dict(entry), verdicts={}, failures=(), test_id=test_id)
+        if bench in new:
+            message = f"{bench}: new benchmark: it does not exist at {ref}; nothing to compare"
+            verdicts = {
+                m: Verdict(mode=m, status="no-baseline", message=message, not_compared="new")
+                for m in result.modes
+            }
+            return dataclasses.replace(result, verdicts=verdicts)
+
+        def bh(p: float) -> tuple[bool, int]:
+            from .stats import online_bh_rejects
+
+            total = max(self.expected_comparisons, len(self._decided_p_values) + 1)
+            rejected = online_bh_rejects(p, self._decided_p_values, total, config.alpha)
+            self._decided_p_values.append(p)
+            return rejected, total
+
+        verdicts, failures = ab.verdicts_for(
+            bench, pairs[bench], list(result.modes), ref=str(ref), threshold=config.threshold,
+            alpha=config.alpha, bh=bh, nodeid=item.nodeid,
+        )  # fmt: skip
+        if self.settings.fail_inconclusive:
+            failures += [
+                f"{v.message} (--perf-fail-inconclusive)"
+                for v in verdicts.values()
+                if v.status == "inconclusive"
+            ]
+        return dataclasses.replace(result, verdicts=verdicts, failures=tuple(failures))
+
+    def _gather_ab(
+        self, item: pytest.Item, config: BenchmarkConfig
+    ) -> tuple[dict[str, PairedRuns], set[str], dict[str, dict[str, Any]]]:
+        from . import ab
+
+        checkout = self.ref_checkout
+        assert checkout is not None
+        path_part, sep, rest = item.nodeid.partition("::")
+        user_args = self._worker_args()
+        last_b: dict[str, dict[str, Any]] = {}
+
+        def run_b() -> list[dict[str, Any]]:
+            entries = self._run_worker(item.nodeid, None)
+            last_b.update({e["benchmark_id"]: e for e in entries})
+            return entries
+
+        def run_a() -> list[dict[str, Any]] | None:
+            return ab.run_ref_worker(
+                checkout,
+                self.config.rootpath / path_part,
+                sep + rest,
+                settings=self.settings,
+                user_args=user_args,
+                invocation_dir=self.config.invocation_params.dir,
+            )
+
+        pairs, new = ab.gather_pairs(
+            item.nodeid,
+            pairs=self.settings.ab_pairs,
+            run_a=run_a,
+            run_b=run_b,
+            threshold=config.threshold,
+            alpha=config.alpha,
+            say=self._say,
+        )
+        return pairs, new, last_b
+
     def _missing(self, bench: str) -> tuple[str, str]:
         """Why there are no runs for ``bench``: (reason, message) naming what differs."""
+        from .baseline import fact_differences
+
         store = self.store
         if not self.baselines and store is not None:
             message = f"{bench}: not compared: no baseline under this machine key {store.key}"
@@ -413,6 +573,7 @@ class PerfSession:
         """Verdicts per mode from the gate; ``no-baseline`` when there is nothing to compare with."""
         from .gate import GateContext, decide, speedup_drop
         from .record import RunRecord
+        from .result import Verdict
 
         if not self.gating:
             note = "baseline update run" if self.settings.update_baseline else "worker run"
@@ -436,7 +597,11 @@ class PerfSession:
         if dropped:
             warnings.warn(PerfSpeedupWarning(f"{bench}: {dropped}"), stacklevel=1)
         for mode, verdict in verdicts.items():
-            if verdict.status == "no-baseline" and self.settings.require_baseline:
+            if (
+                verdict.status == "no-baseline"
+                and self.settings.require_baseline
+                and verdict.not_compared != "new"
+            ):
                 failures.append(f"{bench} [{mode}]: {verdict.message} (--perf-require-baseline)")
             if verdict.status == "inconclusive" and self.settings.fail_inconclusive:
                 failures.append(f"{verdict.message} (--perf-fail-inconclusive)")
@@ -456,7 +621,7 @@ class PerfSession:
             rootpath=self.config.rootpath,
         )
 
-    def _run_worker(self, nodeid: str, wanted: Sequence[str]) -> list[dict[str, Any]]:
+    def _run_worker(self, nodeid: str, wanted: Sequence[str] | None) -> list[dict[str, Any]]:
         from .workers import run_worker
 
         target = str(self.config.rootpath / nodeid)  # absolute: the worker runs in the invocation dir
@@ -525,6 +690,7 @@ class PerfSession:
         tests in one process, ``resnet_tower`` at batch 64 read ~10% slower against the reference
         than run alone: a process's history is part of its timing.)
         """
+        from .baseline import git_commit, run_record
         from .workers import WorkerError
 
         if self.store is None:
@@ -586,6 +752,10 @@ def _record_properties(item: pytest.Item, result: PerfResult) -> None:
             props.append((f"{prefix}{mode}.detectable_effect", round(verdict.detectable_effect, 5)))
     if result.speedup is not None:
         props.append((f"{prefix}speedup", round(result.speedup, 4)))
+    for candidate, (ratio, ci) in result.speedups.items():
+        props.append((f"{prefix}{candidate}.speedup", round(ratio, 4)))
+        if ci is not None:
+            props.append((f"{prefix}{candidate}.speedup_ci", f"{ci[0]:.4f},{ci[1]:.4f}"))
     item.user_properties.extend(props)
 
 
@@ -638,6 +808,51 @@ class PerfFixture:
         self._names.add(name)
         result = self._session.benchmark(
             self._item, fn, args, kwargs, name, device=str(device) if device is not None else None
+        )
+        self.results.append(result)
+        return result
+
+    def compare(
+        self,
+        variants: Mapping[str, Callable[..., Any]],
+        *args: Any,
+        name: str = "",
+        device: Any = None,
+        **kwargs: Any,
+    ) -> PerfResult:
+        """Time ``variants`` (an ordered mapping of name -> callable) against each other.
+
+        The first variant is the reference, each later one a candidate: rounds alternate ABBA
+        with the reference workload, every candidate's outputs are checked against the
+        reference's with the usual tolerance rules, and ``result.speedups[candidate]`` is
+        reference time / candidate time with a 95% interval. The marker's ``min_speedup`` must
+        hold with confidence (the interval's lower end) for each candidate. Each variant is a mode
+        of the result: it is gated against its baseline like eager and compiled are.
+        """
+        where = f"{self._item.nodeid}: perf.compare()"
+        if not isinstance(variants, Mapping) or len(variants) < 2:
+            pytest.fail(
+                f"{where} needs a mapping of at least two named callables, got {variants!r}", pytrace=False
+            )
+        bad = [str(k) for k, v in variants.items() if not isinstance(k, str) or not k or not callable(v)]
+        if bad:
+            pytest.fail(
+                f"{where}: variant(s) {', '.join(bad)} need a non-empty name and a callable", pytrace=False
+            )
+        if name in self._names:
+            pytest.fail(
+                f"{where}: a second benchmark named {name!r}; give each a distinct name=...", pytrace=False
+            )
+        self._names.add(name)
+        first = next(iter(variants.values()))
+        result = self._session.benchmark(
+            self._item,
+            first,
+            args,
+            kwargs,
+            name,
+            device=str(device) if device is not None else None,
+            variants=dict(variants),
         )
         self.results.append(result)
         return result

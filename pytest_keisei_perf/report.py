@@ -89,6 +89,8 @@ def table_rows(results: Sequence[PerfResult]) -> list[_Row]:
             continue
         for mode, m in result.modes.items():
             speedup = f"{result.speedup:.2f}x" if mode == "compiled" and result.speedup is not None else "-"
+            if mode in result.speedups:  # perf.compare: this candidate over the first variant
+                speedup = f"{result.speedups[mode][0]:.2f}x"
             row = _Row(
                 benchmark=label,
                 mode=mode,

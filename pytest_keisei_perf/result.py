@@ -31,6 +31,7 @@ NOT_COMPARED: Final = {
     "too-few-runs": "too few baseline runs",
     "host-differs": "this host differs from the baseline's",
     "mode": "mode not in the baseline",
+    "new": "new benchmark: not at the compared git ref",
 }
 
 
@@ -121,6 +122,8 @@ class PerfResult:
     #: The test's id relative to its project root (:mod:`.ids`); ``nodeid`` stays what pytest
     #: needs to select the test again.
     test_id: str = ""
+    #: ``perf.compare``: each candidate's speedup over the first variant, with its 95% interval.
+    speedups: Mapping[str, tuple[float, tuple[float, float] | None]] = field(default_factory=dict)
 
     @property
     def benchmark_id(self) -> str:
@@ -135,6 +138,10 @@ class PerfResult:
         data["compile_kwargs"] = {k: _jsonable(v) for k, v in self.compile_kwargs.items()}
         data["modes"] = {name: asdict(mode) | {"rounds": mode.rounds} for name, mode in self.modes.items()}
         data["verdicts"] = {name: asdict(v) for name, v in self.verdicts.items()}
+        data["speedups"] = {
+            name: {"ratio": ratio, "ci": list(ci) if ci else None}
+            for name, (ratio, ci) in self.speedups.items()
+        }
         return data
 
     @classmethod
@@ -158,6 +165,10 @@ class PerfResult:
             reference_samples_s=tuple(data.get("reference_samples_s", ())),
             speedup_ci=_pair(data.get("speedup_ci")),
             failures=tuple(data.get("failures", ())),
+            speedups={
+                name: (float(s["ratio"]), _pair(s.get("ci")))
+                for name, s in (data.get("speedups") or {}).items()
+            },
         )
         return result
 

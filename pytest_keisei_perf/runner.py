@@ -21,7 +21,7 @@ from .result import AccuracyResult, ModeResult, PerfResult, benchmark_id
 from .settings import BenchmarkConfig
 from .stats import estimate_speedup, summarize
 
-__all__ = ["detect_device", "run_benchmark", "smoke_run"]
+__all__ = ["detect_device", "run_benchmark", "run_comparison", "smoke_run"]
 
 #: A reference round at least this long; the workload itself takes tens of microseconds.
 _REFERENCE_ROUND_S = 2e-3
@@ -168,30 +168,8 @@ def run_benchmark(
                 rtol=config.rtol,
                 atol=config.atol,
             )
-        peaks: dict[str, int | None] = {}
-        warmups: dict[str, measure.WarmupResult] = {}
-        for mode, call in calls.items():
-            say(f"warming up {mode}")
-            with _peak_memory(device, peaks, mode):
-                warmups[mode] = measure.warm_up(call, stopwatch, max_time_s=config.budget_s)
-        reference = measure.reference_workload(device)
-        reference_warmup = measure.warm_up(
-            reference, stopwatch, max_time_s=0.5, min_batch_s=_REFERENCE_ROUND_S
-        )
-        plans = {
-            mode: measure.plan_rounds(w.per_call_s, budget_s=config.budget_s, target_rounds=config.rounds)
-            for mode, w in warmups.items()
-        }
-        rounds = min(plan.rounds for plan in plans.values())
-        per_round = {mode: plan.calls_per_round for mode, plan in plans.items()}
-        per_round[measure.REFERENCE] = reference_warmup.batch_calls
-        say(f"timing {rounds} rounds of {', '.join(calls)} with the reference workload")
-        samples = measure.run_schedule(
-            measure.abba_schedule(list(calls), rounds),
-            {**calls, measure.REFERENCE: reference},
-            per_round,
-            stopwatch,
-            on_round=(lambda done, total: say(f"round {done}/{total}")) if progress else None,
+        samples, per_round, warmups, peaks = _time_calls(
+            calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
         recompiles = modes.recompiles_since(compile_outcome) if compile_outcome else None
 
@@ -238,6 +216,137 @@ def run_benchmark(
         speedup_ci=speedup_ci,
         accuracy=accuracy_result,
         failures=failures,
+    )
+
+
+def _time_calls(
+    calls: Mapping[str, Callable[[], Any]],
+    *,
+    device: str,
+    config: BenchmarkConfig,
+    stopwatch: measure.Stopwatch,
+    say: Callable[[str], None],
+    progress: bool,
+) -> tuple[dict[str, list[float]], dict[str, int], dict[str, measure.WarmupResult], dict[str, int | None]]:
+    """Warm every call up, plan rounds, time them ABBA-wise with the reference workload."""
+    peaks: dict[str, int | None] = {}
+    warmups: dict[str, measure.WarmupResult] = {}
+    for mode, call in calls.items():
+        say(f"warming up {mode}")
+        with _peak_memory(device, peaks, mode):
+            warmups[mode] = measure.warm_up(call, stopwatch, max_time_s=config.budget_s)
+    reference = measure.reference_workload(device)
+    reference_warmup = measure.warm_up(reference, stopwatch, max_time_s=0.5, min_batch_s=_REFERENCE_ROUND_S)
+    plans = {
+        mode: measure.plan_rounds(w.per_call_s, budget_s=config.budget_s, target_rounds=config.rounds)
+        for mode, w in warmups.items()
+    }
+    rounds = min(plan.rounds for plan in plans.values())
+    per_round = {mode: plan.calls_per_round for mode, plan in plans.items()}
+    per_round[measure.REFERENCE] = reference_warmup.batch_calls
+    say(f"timing {rounds} rounds of {', '.join(calls)} with the reference workload")
+    samples = measure.run_schedule(
+        measure.abba_schedule(list(calls), rounds),
+        {**calls, measure.REFERENCE: reference},
+        per_round,
+        stopwatch,
+        on_round=(lambda done, total: say(f"round {done}/{total}")) if progress else None,
+    )
+    return samples, per_round, warmups, peaks
+
+
+def run_comparison(
+    variants: Mapping[str, Callable[..., Any]],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    config: BenchmarkConfig,
+    nodeid: str,
+    name: str,
+    device: str | None = None,
+    stopwatch: measure.Stopwatch | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PerfResult:
+    """``perf.compare``: the first variant is the reference, every other one a candidate.
+
+    Outputs are checked against the reference's (float64 rule included where the reference is a
+    module or its method); rounds of all variants alternate ABBA with the reference workload; each
+    candidate's speedup is reference time / its time with Yuen's 95% interval.
+    """
+    say = progress or (lambda _: None)
+    label = benchmark_id(nodeid, name)
+    names = list(variants)
+    reference_fn = variants[names[0]]
+    device = detect_device(reference_fn, args, kwargs, device)
+    stopwatch = stopwatch or measure.Stopwatch.for_device(device)
+    with _benchmark_context(config):
+        calls = {variant: modes.bind(fn, args, kwargs) for variant, fn in variants.items()}
+        problems: list[str] = []
+        accuracy_result: AccuracyResult | None = None
+        if config.check_outputs:
+            expected, expected_again = _seeded(calls[names[0]]), _seeded(calls[names[0]])
+            checked = []
+            for candidate in names[1:]:
+                outcome = accuracy.compare_outputs(
+                    _seeded(calls[candidate]),
+                    expected,
+                    eager_again=expected_again,
+                    reference=_float64_reference(reference_fn, args, kwargs),
+                    rtol=config.rtol,
+                    atol=config.atol,
+                )
+                checked.append(outcome)
+                if not outcome.passed:
+                    problems.append(
+                        f"{label}: {candidate} output does not match {names[0]}: {outcome.message}"
+                    )
+            worst = max(checked, key=lambda c: c.max_abs_err)
+            accuracy_result = dataclasses.replace(
+                worst, passed=not problems, message="; ".join(p.split(": ", 1)[1] for p in problems)
+            )
+        samples, per_round, warmups, peaks = _time_calls(
+            calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
+        )
+    mode_results = {}
+    for variant in names:
+        summary = summarize(samples[variant])
+        mode_results[variant] = ModeResult(
+            mode=variant,
+            median_s=summary.median,
+            iqr_s=summary.iqr,
+            samples_s=tuple(samples[variant]),
+            calls_per_round=per_round[variant],
+            warmup_calls=warmups[variant].calls,
+            warmup_stable=warmups[variant].stable,
+            peak_memory_bytes=peaks.get(variant),
+        )
+    speedups: dict[str, tuple[float, tuple[float, float] | None]] = {}
+    for candidate in names[1:]:
+        estimate = estimate_speedup(samples[names[0]], samples[candidate])
+        speedups[candidate] = (estimate.ratio, estimate.ci)
+        if config.min_speedup is not None:
+            low = estimate.ci[0] if estimate.ci is not None else estimate.ratio
+            if low < config.min_speedup:
+                ci_text = f" (95% CI {estimate.ci[0]:.2f}x-{estimate.ci[1]:.2f}x)" if estimate.ci else ""
+                problems.append(
+                    f"{label}: {candidate} is {estimate.ratio:.2f}x as fast as {names[0]}{ci_text}; "
+                    f"min_speedup {config.min_speedup:g}x needs the whole interval above it"
+                )
+    first_candidate = speedups[names[1]]
+    return PerfResult(
+        nodeid=nodeid,
+        name=name,
+        device=device,
+        threads=config.threads,
+        compile_kwargs={},
+        modes=mode_results,
+        reference_samples_s=tuple(samples[measure.REFERENCE]),
+        reference_version=measure.REFERENCE_VERSION,
+        speedup=first_candidate[0],
+        speedup_ci=first_candidate[1],
+        accuracy=accuracy_result,
+        failures=tuple(problems),
+        speedups=speedups,
     )
 
 

@@ -98,6 +98,14 @@ def _modes(raw: Any) -> tuple[str, ...]:
     return tuple(m for m in MODES if m in items)
 
 
+def _paths_list(raw: Any) -> tuple[str, ...]:
+    items = [p.strip() for p in raw.replace("\n", ",").split(",")] if isinstance(raw, str) else list(raw)
+    items = [p for p in items if p]
+    if not items:
+        raise ValueError("expected one or more folders")
+    return tuple(items)
+
+
 def _text(raw: Any) -> str:
     text = str(raw).strip()
     if not text:
@@ -157,6 +165,9 @@ class PerfSettings:
     machine: str | None = None
     fail_inconclusive: bool = False
     worker: bool = False
+    compare_ref: str | None = None
+    ab_pairs: int = 5
+    import_roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -329,6 +340,30 @@ _OPTIONS: Final = (
         _bool,
         "an inconclusive verdict (too noisy to decide) fails the test",
         is_flag=True,
+    ),
+    _Option(
+        "compare_ref",
+        "--perf-compare-ref",
+        _text,
+        "gate the working tree against git REF in interleaved fresh processes on this host "
+        "(no baseline read or written)",
+        metavar="REF",
+    ),
+    _Option(
+        "ab_pairs",
+        "--perf-ab-pairs",
+        _int_at_least(2),
+        "pairs of fresh processes (REF, working tree) per test for --perf-compare-ref (default 5; "
+        "stops early when the answer is clear)",
+        metavar="N",
+    ),
+    _Option(
+        "import_roots",
+        "--perf-import-roots",
+        _paths_list,
+        "import roots of the REF side, relative to the project root, comma-separated (default: the "
+        "project root and its src/)",
+        metavar="DIR,...",
     ),
     _Option(
         "worker", "--perf-worker", _bool, "internal: this process is one fresh run", ini=False, is_flag=True

@@ -160,16 +160,20 @@ def run_worker(
     settings: PerfSettings,
     *,
     cwd: Path,
-    wanted: Iterable[str],
+    wanted: Iterable[str] | None,
     user_args: Sequence[str] = (),
     timeout_s: float = WORKER_TIMEOUT_S,
+    env: Mapping[str, str] | None = None,
+    allow_missing: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run one fresh process over ``nodeids``; its results, one for each benchmark id in ``wanted``.
+    """Run one fresh process over ``nodeids``; its results, one for each benchmark id in ``wanted``
+    (every result when ``wanted`` is None).
 
     Raises :class:`WorkerError` when the process times out, writes no report, or a wanted
-    benchmark is missing, failed or was not timed there.
+    benchmark is missing, failed or was not timed there. With ``allow_missing``, a process that
+    found no such test (pytest's exit 4 or 5) returns an empty list instead.
     """
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     env.pop("PYTEST_ADDOPTS", None)  # forwarded, filtered, in user_args
     env.pop("PYTEST_XDIST_WORKER", None)
     with tempfile.TemporaryDirectory(prefix="keisei-perf-worker-") as tmp:
@@ -184,13 +188,17 @@ def run_worker(
             raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{_tail(output)}") from None
         output = proc.stdout + proc.stderr
         if not report.exists():
+            if allow_missing and proc.returncode in (4, 5):
+                return []
             raise WorkerError(
                 f"worker process exited with {proc.returncode} and wrote no report:\n{_tail(output)}"
             )
         data = json.loads(report.read_text(encoding="utf-8"))
     by_id = {entry["benchmark_id"]: entry for entry in data["results"]}
+    if allow_missing and not by_id and proc.returncode in (4, 5):
+        return []
     delivered = []
-    for bench in wanted:
+    for bench in wanted if wanted is not None else list(by_id):
         entry = by_id.get(bench)
         if entry is None:
             raise WorkerError(

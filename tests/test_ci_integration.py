@@ -247,5 +247,11 @@ def test_example_workflow_is_valid_and_keeps_the_compile_cache() -> None:
     assert "pip install -e '.[plot]'" in runs
     assert "pytest -m perf -v --perf-json=perf-report.json --perf-plot=perf-plots" in runs
     assert "--perf-require-baseline" in runs
+    pr_job = workflow["jobs"]["ab"]
+    assert pr_job["if"] == "github.event_name == 'pull_request'"
+    assert pr_job["steps"][0]["with"]["fetch-depth"] == 0
+    assert '--perf-compare-ref "origin/${{ github.base_ref }}"' in "\n".join(
+        s.get("run", "") for s in pr_job["steps"]
+    )
     assert "pytest -m perf --perf-update-baseline" in runs
     assert workflow["env"]["KEISEI_PERF_MACHINE"]

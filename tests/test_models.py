@@ -152,3 +152,18 @@ def test_forward_is_one_graph_without_breaks(se_ratio: float | None) -> None:
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
     torch._dynamo.reset()
+
+
+def test_fused_se_gives_the_plain_outputs() -> None:
+    plain = keisei_models.build("resnet_tower_tiny", se_ratio=0.25, tower_depth=2, seed=3).eval()
+    fused = keisei_models.build(
+        "resnet_tower_tiny", se_ratio=0.25, tower_depth=2, seed=3, se_impl="fused"
+    ).eval()
+    assert type(fused.res_blocks[0].se).__name__ == "FusedSqueezeExcitation"
+    fused.load_state_dict(plain.state_dict())  # one layout: weights move between the two
+    (x,) = keisei_models.example_inputs("resnet_tower_tiny", 4, seed=1)
+    with torch.no_grad():
+        for a, b in zip(plain(x), fused(x), strict=True):
+            torch.testing.assert_close(b, a, rtol=1.3e-6, atol=1e-5)
+    with pytest.raises(ValueError, match="se_impl must be one of plain, fused, got 'fast'"):
+        keisei_models.build("resnet_tower_tiny", se_impl="fast")

@@ -675,3 +675,90 @@ def test_broken(perf):
     assert list(json.loads(path.read_text())["benchmarks"]) == [
         "test_a_benchmark_failing_its_smoke_run_is_left_out_of_the_update.py::test_good"
     ]
+
+
+COMPARE = """
+import pytest, torch
+
+def slow(x):
+    for _ in range(200):
+        y = x.sin()
+    return y
+
+def fast(x):
+    return x.sin()
+
+def off(x):
+    return x.sin() + 1e-3
+
+@pytest.mark.perf(min_speedup=5)
+def test_fast_wins(perf):
+    result = perf.compare({"slow": slow, "fast": fast}, torch.ones(64), name="sin")
+    assert list(result.modes) == ["slow", "fast"]
+    ratio, ci = result.speedups["fast"]
+    assert ratio > 5 and ci[0] > 5  # 200x the work: orders of magnitude above any noise
+    assert result.accuracy.passed
+
+@pytest.mark.perf(min_speedup=1)
+def test_slow_loses(perf):
+    perf.compare({"fast": fast, "slow": slow}, torch.ones(64))
+
+def test_outputs_are_checked(perf):
+    perf.compare({"fast": fast, "off": off}, torch.ones(64))
+
+def test_bad_variants(perf):
+    perf.compare({"only": fast}, torch.ones(64))
+"""
+
+
+def test_compare_times_variants_against_the_first(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(COMPARE)
+    junit = tmp_path / "junit.xml"
+    result = pytester.runpytest("--perf-rounds=5", "--perf-budget=0.05", f"--junitxml={junit}")
+    result.assert_outcomes(passed=1, failed=3)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*test_slow_loses: slow is 0.0*x as fast as fast (95% CI *); min_speedup 1x needs the whole "
+            "interval above it*",
+            "*test_outputs_are_checked: off output does not match fast: output: max abs error 0.001*",
+            "*test_bad_variants: perf.compare() needs a mapping of at least two named callables*",
+            "test_fast_wins[[]sin[]]*slow*",
+            "test_fast_wins[[]sin[]]*fast*x*",
+        ]
+    )
+    assert "compiled is SLOWER" not in result.stdout.str()
+    xml = junit.read_text()
+    assert 'name="perf.sin.fast.speedup"' in xml
+    assert 'name="perf.sin.slow.median_s"' in xml
+
+
+def test_compared_variants_take_part_in_baselines(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEISEI_PERF_MACHINE", "compare-box")
+    pytester.makepyfile(
+        """
+import torch
+
+def plain(x):
+    return x.sin()
+
+def fused(x):
+    return torch.sin(x)
+
+def test_variants(perf):
+    perf.compare({"plain": plain, "fused": fused}, torch.ones(64))
+"""
+    )
+    fast = ("--perf-rounds=5", "--perf-budget=0.02", "-p", "no:cacheprovider")
+    made = pytester.runpytest_subprocess(*fast, "--perf-update-baseline", "--perf-baseline-runs=3")
+    assert made.ret == pytest.ExitCode.OK, made.stdout.str()
+    (path,) = (pytester.path / "baselines").glob("compare-box-*.json")
+    (entry,) = json.loads(path.read_text())["benchmarks"].values()
+    assert [sorted(run["modes"]) for run in entry["runs"]] == [["fused", "plain"]] * 3
+    gated = pytester.runpytest_subprocess(*fast, "-v", "--perf-threshold=10")
+    assert gated.ret == pytest.ExitCode.OK, gated.stdout.str()
+    gated.stdout.re_match_lines(
+        [r"test_variants\s+plain\s.*\s(pass|improvement)\s", r"test_variants\s+fused\s.*"]
+    )
+    assert "NOT COMPARED" not in gated.stdout.str()

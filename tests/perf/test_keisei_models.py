@@ -58,3 +58,12 @@ def test_action_methods_batch16(perf, tower: ActorCriticBase) -> None:  # type: 
     actions = mask.to(torch.int8).argmax(dim=-1)
     perf.benchmark(tower.get_action_and_value, obs, mask, True, name="get_action_and_value")
     perf.benchmark(tower.evaluate_actions, obs, actions, mask, name="evaluate_actions")
+
+
+@pytest.mark.perf(budget=1.0)
+def test_fused_se_vs_plain_batch16(perf) -> None:  # type: ignore[no-untyped-def]
+    """Keisei's plan asks whether a fused squeeze-excitation block pays, here and now."""
+    plain = keisei_models.build(ARCH, seed=0, se_impl="plain").eval().to(DEVICE)
+    fused = keisei_models.build(ARCH, seed=0, se_impl="fused").eval().to(DEVICE)
+    # the plugin fails the test if fused outputs differ from plain beyond float32 tolerance
+    perf.compare({"plain": plain, "fused": fused}, *_inputs(16))
