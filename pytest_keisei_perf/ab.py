@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from . import stats
+from .gate import decision_verdict
 from .record import RunRecord, median_of_runs
 from .result import Verdict
 from .workers import WorkerError, run_worker
@@ -275,18 +276,7 @@ def verdicts_for(
         if status == "regression":
             message = f"performance regression: {message}"
             failures.append(message)
-        verdicts[mode] = Verdict(
-            mode=mode,
-            status=status,  # type: ignore[arg-type]
-            message=message,
-            change=decision.change,
-            change_ci=decision.change_ci,
-            p_value=decision.p_slower,
-            detectable_effect=decision.detectable_effect,
-            baseline_runs=len(runs.a),
-            current_runs=len(runs.b),
-            raw_change=raw,
-        )
+        verdicts[mode] = decision_verdict(mode, status, message, decision, raw)
     return verdicts, failures
 
 

@@ -17,7 +17,7 @@ from .record import RunRecord, comparability_problem, median_of_runs
 from .report import format_duration
 from .result import Verdict
 
-__all__ = ["GateContext", "decide", "rebaseline_hint", "speedup_drop"]
+__all__ = ["GateContext", "decide", "decision_verdict", "rebaseline_hint", "speedup_drop"]
 
 
 def rebaseline_hint(nodeid: str) -> str:
@@ -200,19 +200,26 @@ def decide(
         if status == "regression":
             message = f"performance regression: {message}\n  {rebaseline_hint(nodeid)}"
             failures.append(message)
-        verdicts[mode] = Verdict(
-            mode=mode,
-            status=status,  # type: ignore[arg-type]
-            message=message,
-            change=decision.change,
-            change_ci=decision.change_ci,
-            p_value=decision.p_slower,
-            detectable_effect=decision.detectable_effect,
-            baseline_runs=decision.baseline_runs,
-            current_runs=decision.current_runs,
-            raw_change=raw_change,
-        )
+        verdicts[mode] = decision_verdict(mode, status, message, decision, raw_change)
     return verdicts, failures
+
+
+def decision_verdict(
+    mode: str, status: str, message: str, decision: stats.GateDecision, raw_change: float
+) -> Verdict:
+    """A verdict carrying a decision's numbers (the stored-baseline gate's and the A/B's)."""
+    return Verdict(
+        mode=mode,
+        status=status,  # type: ignore[arg-type]
+        message=message,
+        change=decision.change,
+        change_ci=decision.change_ci,
+        p_value=decision.p_slower,
+        detectable_effect=decision.detectable_effect,
+        baseline_runs=decision.baseline_runs,
+        current_runs=decision.current_runs,
+        raw_change=raw_change,
+    )
 
 
 def _raw_change(now: Sequence[RunRecord], base: Sequence[RunRecord], mode: str) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -412,29 +413,21 @@ class PerfSession:
             # one benchmark at a time per machine: xdist workers and other sessions wait here
             lock = exclusive_lock(MEASUREMENT_LOCK) if not self.settings.worker else contextlib.nullcontext()
             with lock:
+                measure: Callable[..., PerfResult] = (
+                    functools.partial(run_comparison, variants)
+                    if variants
+                    else functools.partial(run_benchmark, fn)
+                )
                 try:
-                    if variants:
-                        result = run_comparison(
-                            variants,
-                            args,
-                            kwargs,
-                            config=config,
-                            nodeid=item.nodeid,
-                            name=name,
-                            device=device,
-                            progress=self._progress(benchmark_id(test_id, name)),
-                        )
-                    else:
-                        result = run_benchmark(
-                            fn,
-                            args,
-                            kwargs,
-                            config=config,
-                            nodeid=item.nodeid,
-                            name=name,
-                            device=device,
-                            progress=self._progress(benchmark_id(test_id, name)),
-                        )
+                    result = measure(
+                        args,
+                        kwargs,
+                        config=config,
+                        nodeid=item.nodeid,
+                        name=name,
+                        device=device,
+                        progress=self._progress(benchmark_id(test_id, name)),
+                    )
                 except PerfCompileError as exc:
                     pytest.fail(str(exc), pytrace=False)
                 result = self._decide(dataclasses.replace(result, test_id=test_id), config)
