@@ -145,3 +145,46 @@ def test_speedup_drop_is_flagged_only_when_significant() -> None:
     assert speedup_drop(run(1.48), runs, threshold=0.05, alpha=0.05) is None
     assert speedup_drop(run(1.05), runs[:2], threshold=0.05, alpha=0.05) is None
     assert speedup_drop(run(None), runs, threshold=0.05, alpha=0.05) is None
+
+
+def test_a_verdict_carries_every_number_of_its_decision() -> None:
+    slow = [_run(v) for v in (0.04, 0.16, 0.06, 0.14)]
+    verdicts, _ = decide(_run(0.1), BASE, _context(1, lambda: slow), label="b", nodeid="t::b")
+    v = verdicts["eager"]
+    assert v.mode == "eager"
+    assert v.change == pytest.approx(math.expm1(0.1))
+    assert v.change_ci is not None
+    assert v.change_ci[0] < v.change < v.change_ci[1]
+    assert v.change_ci[1] - v.change_ci[0] > 0.05  # a real interval from 5 + 4 runs, not a point
+    assert v.detectable_effect is not None
+    assert 0 < v.detectable_effect < 0.2
+    assert (v.baseline_runs, v.current_runs) == (5, 4)
+    assert v.raw_change == pytest.approx(math.expm1(0.1), rel=0.01)
+    assert f"p={v.p_value:.3g}" in v.message  # a slower run reports its one-sided p for "slower"
+    faster, _ = decide(_run(-0.3), BASE, _context(), label="b", nodeid="t::b")
+    f = faster["eager"]
+    assert f.status == "improvement"
+    assert f.p_value is not None
+    assert f.p_value > 0.99  # p_value is always p(slower); the message quotes p(faster)
+    assert f"p={1 - f.p_value:.3g}," in f.message
+    stored, _ = decide(_run(0.0), [], _context(), label="b", nodeid="t", missing=("machine", "m"))
+    assert stored["eager"].mode == "eager"
+
+
+def test_compile_facts_need_a_compiled_baseline() -> None:
+    eager_only = [_run(v) for v in (0.0, 0.01, -0.01)]
+    lost = _run(0.0, fallback=True, fallback_error="boom")
+    verdicts, failures = decide(lost, eager_only, _context(2), label="b", nodeid="t")
+    assert failures == []  # nothing compiled before: nothing lost
+    assert verdicts["compiled"].not_compared == "mode"
+    never = [_run(v, fallback=True, graph_count=None) for v in (0.0, 0.01, -0.01)]
+    _, failures = decide(lost, never, _context(2), label="b", nodeid="t")
+    assert failures == []  # the baseline never compiled either
+
+
+def test_speedup_drop_needs_three_baseline_runs() -> None:
+    def run(speedup: float) -> RunRecord:
+        return dataclasses.replace(make_run({"eager": 0.0}), speedup=speedup)
+
+    three = [run(s) for s in (1.50, 1.52, 1.48)]
+    assert speedup_drop(run(1.0), three, threshold=0.05, alpha=0.05) is not None

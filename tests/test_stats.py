@@ -285,3 +285,110 @@ def test_online_bh_counts_the_rank_among_earlier_p_values() -> None:
     assert stats.online_bh_rejects(0.02, [0.001], total=5, alpha=0.05)  # rank 2: 0.02 <= 0.02
     assert stats.online_bh_rejects(0.02, [0.02], total=5, alpha=0.05)  # ties count as earlier ranks
     assert stats.online_bh_rejects(0.04, [], total=0, alpha=0.05)  # total floored at 1
+
+
+def test_estimate_speedup_pinned_to_yuens_interval() -> None:
+    """The specification, written out: trimmed mean of paired log ratios, Yuen's standard error
+    on the 20%-trimmed data, widened by the between-run sd, t on (kept - 1) df."""
+    from scipy import stats as sps
+    from scipy.stats import mstats
+
+    eager = [2.0, 2.2, 1.8, 2.1, 1.9, 2.0, 2.3, 1.7, 2.05, 1.95]
+    compiled = [1.0, 1.05, 0.95, 1.0, 1.0, 1.1, 0.9, 1.0, 1.02, 0.98]
+    logs = np.log(eager) - np.log(compiled)
+    centre = sps.trim_mean(logs, 0.2)
+    se = float(mstats.trimmed_stde(logs, limits=(0.2, 0.2)))
+    half = float(sps.t.ppf(0.975, df=10 - 2 * 2 - 1)) * math.hypot(se, 0.02)
+    est = stats.estimate_speedup(eager, compiled)
+    assert est.pairs == 10
+    assert est.ratio == pytest.approx(math.exp(centre), rel=1e-12)
+    assert est.ci == pytest.approx((math.exp(centre - half), math.exp(centre + half)), rel=1e-12)
+    assert est.ratio == pytest.approx(2.0, rel=0.03)
+    three = stats.estimate_speedup([2.0, 2.1, 1.9], [1.0, 1.0, 1.0])
+    assert three.ci is not None  # three pairs are enough for an interval
+    assert stats.estimate_speedup(eager[:7], compiled[:9]).pairs == 7  # pairs up to the shorter side
+    with pytest.raises(ValueError, match=r"^no paired rounds to estimate a speedup from$"):
+        stats.estimate_speedup([], [1.0])
+    with pytest.raises(ValueError, match=r"^speedup needs positive finite round times$"):
+        stats.estimate_speedup([1.0, math.inf], [1.0, 1.0])
+
+
+def test_error_messages_are_exact() -> None:
+    with pytest.raises(ValueError, match=r"^need finite samples, got \[\]$"):
+        stats.summarize([])
+    with pytest.raises(ValueError, match=r"^run statistic needs positive samples and reference samples$"):
+        stats.run_statistic([], [1.0])
+    with pytest.raises(ValueError, match=r"^no current runs to compare$"):
+        stats.compare_runs([0.0] * 3, [], threshold=0.05, alpha=0.05)
+    with pytest.raises(ValueError, match=r"^run statistics must be finite$"):
+        stats.compare_runs([0.0, 0.0, math.nan], [0.0], threshold=0.05, alpha=0.05)
+    with pytest.raises(ValueError, match=r"^a round-level comparison needs at least 2 rounds per side$"):
+        stats.compare_rounds([0.0], [0.0, 1.0], threshold=0.05, alpha=0.05)
+    with pytest.raises(ValueError, match=r"^paired differences must be finite$"):
+        stats.compare_paired([0.0, math.inf], threshold=0.05, alpha=0.05)
+
+
+def test_compare_rounds_pinned_values() -> None:
+    base = [0.0, 0.01, -0.01, 0.005, -0.005]
+    now = [0.2, 0.21, 0.19, 0.205, 0.195]
+    decision = stats.compare_rounds(base, now, threshold=0.05, alpha=0.05)
+    se = math.hypot(math.sqrt(np.var(base, ddof=1) / 5 + np.var(now, ddof=1) / 5), math.sqrt(2) * 0.03)
+    assert decision.change == pytest.approx(math.expm1(0.2))
+    assert decision.status == "regression"
+    assert (decision.baseline_runs, decision.current_runs) == (1, 1)
+    assert "assumed 3% between-process spread" in decision.reason
+    welch_df = sps_welch_df(base, now)
+    half = _t975(welch_df) * se
+    assert decision.change_ci == pytest.approx((math.expm1(0.2 - half), math.expm1(0.2 + half)), rel=1e-9)
+
+
+def sps_welch_df(a: list[float], b: list[float]) -> float:
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    return float((va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)))
+
+
+def _t975(df: float) -> float:
+    from scipy import stats as sps
+
+    return float(sps.t.ppf(0.975, df))
+
+
+def test_compare_paired_spells_out_its_numbers() -> None:
+    from scipy import stats as sps
+
+    diffs = [0.02, 0.05, -0.01, 0.04, 0.03]
+    n, mean, sd = 5, float(np.mean(diffs)), float(np.std(diffs, ddof=1))
+    se = sd / math.sqrt(n)
+    decision = stats.compare_paired(diffs, threshold=0.05, alpha=0.05)
+    assert (decision.baseline_runs, decision.current_runs) == (5, 5)
+    assert decision.p_slower == pytest.approx(float(sps.t.sf(mean / se, n - 1)), rel=1e-9)
+    assert decision.p_faster == pytest.approx(float(sps.t.cdf(mean / se, n - 1)), rel=1e-9)
+    assert decision.detectable_effect == pytest.approx(
+        math.expm1((float(sps.t.ppf(0.95, 4)) + float(sps.t.ppf(0.8, 4))) * se), rel=1e-9
+    )
+    half99 = float(sps.t.ppf(0.995, 4)) * se
+    wide = stats.compare_paired(diffs, threshold=0.05, alpha=0.05, confidence=0.99)
+    assert wide.change_ci == pytest.approx((math.expm1(mean - half99), math.expm1(mean + half99)), rel=1e-9)
+    assert wide.change == decision.change
+    assert wide.status == decision.status == "pass"  # +3% is below the 5% threshold
+    floored = stats.compare_paired([0.1, 0.1, 0.1], threshold=0.05, alpha=0.05)  # sd 0: floored at 1%
+    assert floored.change_ci == pytest.approx(
+        (math.expm1(0.1 - float(sps.t.ppf(0.975, 2)) * 0.01 / math.sqrt(3)),
+         math.expm1(0.1 + float(sps.t.ppf(0.975, 2)) * 0.01 / math.sqrt(3))), rel=1e-9
+    )  # fmt: skip
+    assert stats.compare_paired([0.2, 0.21], threshold=0.05, alpha=0.05).status == "regression"
+    one = stats.compare_paired([0.3], threshold=0.05, alpha=0.05)
+    assert one.reason == "only 1 pair(s); at least 2 are needed to estimate noise"
+    assert (one.change, one.change_ci, one.p_slower, one.baseline_runs) == (None, None, None, 1)
+
+
+def test_round_statistics_subtract_the_median_log_reference() -> None:
+    values = stats.round_statistics([2.0, 4.0], [1.0, 2.0, 4.0])
+    assert values == pytest.approx([math.log(2.0) - math.log(2.0), math.log(4.0) - math.log(2.0)])
+    assert stats.round_statistics([1.0], [1.0]) == [0.0]
+
+
+def test_summarize_pinned() -> None:
+    summary = stats.summarize([1, 2, 3, 4])
+    assert (summary.median, summary.iqr, summary.n) == (2.5, 1.5, 4)
+    assert isinstance(summary.median, float)
