@@ -188,3 +188,76 @@ def test_speedup_drop_needs_three_baseline_runs() -> None:
 
     three = [run(s) for s in (1.50, 1.52, 1.48)]
     assert speedup_drop(run(1.0), three, threshold=0.05, alpha=0.05) is not None
+
+
+def test_conditions_are_read_off_the_last_stored_run() -> None:
+    moved = [dataclasses.replace(r, device="cuda:0") for r in BASE[:4]] + [BASE[4]]
+    verdicts, _ = decide(_run(0.0), moved, _context(), label="b", nodeid="t")
+    assert verdicts["eager"].not_compared is None  # the newest run was on this device
+    verdicts, _ = decide(_run(0.0), [*BASE[:4], moved[0]], _context(), label="b", nodeid="t")
+    assert verdicts["eager"].not_compared == "incomparable"
+
+
+def test_three_runs_are_enough_and_fewer_say_how_many() -> None:
+    verdicts, _ = decide(_run(0.0), BASE[:3], _context(), label="b", nodeid="t")
+    assert verdicts["eager"].status == "pass"
+    assert verdicts["eager"].baseline_runs == 3
+    few, _ = decide(_run(0.0), BASE[:2], _context(), label="b", nodeid="t")
+    v = few["eager"]
+    assert (v.mode, v.status, v.baseline_runs) == ("eager", "no-baseline", 2)
+    assert (
+        v.message
+        == "b [eager]: not compared: only 2 baseline run(s); at least 3 are needed to estimate noise"
+    )
+
+
+def test_each_mode_is_decided_on_its_own() -> None:
+    """A mode missing from the baseline does not stop the next; a suspect mode's confirmations
+    do not decide a mode that was not suspect."""
+    base = [_run(v, graph_count=1, graph_breaks=0, recompiles=0) for v in (0.0, 0.01, -0.01, 0.005)]
+    compiled_only = [dataclasses.replace(r, modes={"compiled": r.modes["compiled"]}) for r in base]
+    verdicts, _ = decide(_run(0.0, graph_count=1), compiled_only, _context(2), label="b", nodeid="t")
+    assert verdicts["eager"].not_compared == "mode"
+    assert verdicts["eager"].mode == "eager"
+    assert verdicts["eager"].message == "b [eager]: not compared: mode not in the baseline"
+    assert verdicts["compiled"].status == "pass"
+    current = dataclasses.replace(_run(0.0, graph_count=1, graph_breaks=0, recompiles=0))
+    slow_eager = dict(current.modes)
+    slow_eager["eager"] = make_run({"eager": 0.3}).modes["eager"]
+    current = dataclasses.replace(current, modes=slow_eager)
+    fresh = [_run(0.0, graph_count=1, graph_breaks=0, recompiles=0) for _ in range(4)]
+    verdicts, _ = decide(current, base, _context(2, lambda: fresh), label="b", nodeid="t")
+    assert verdicts["eager"].current_runs == 4  # suspect: the fresh runs decided
+    assert verdicts["compiled"].current_runs == 1  # not suspect: this run decided
+
+
+def test_the_host_check_waits_for_fresh_runs_and_says_slower_too() -> None:
+    # in-session reference 25% off, nothing suspect, confirmations available: not judged here
+    quiet, _ = decide(_run(0.0, ref=1.25), BASE, _context(confirm=lambda: []), label="b", nodeid="t")
+    assert quiet["eager"].not_compared is None
+    slower, _ = decide(_run(0.0, ref=1.3), BASE, _context(), label="b", nodeid="t")
+    assert "reference workload 30% slower in this run than in the baseline runs; raw eager median +30.0%" in (
+        slower["eager"].message
+    )
+
+
+def test_raw_time_unchanged_is_not_a_regression() -> None:
+    refs = (0.9, 1.0, 1.1, 0.95, 1.05)
+    base = [_run(-math.log(r), ref=r) for r in refs]  # raw time 1.0 in every run
+    now = [_run(-math.log(0.88), ref=0.88) for _ in range(4)]  # raw 1.0 again, reference faster
+    verdicts, failures = decide(now[0], base, _context(confirm=lambda: now), label="b", nodeid="t")
+    assert verdicts["eager"].raw_change == pytest.approx(0.0, abs=1e-12)
+    assert verdicts["eager"].status == "inconclusive"
+    assert failures == []
+
+
+def test_compile_fact_messages_name_the_fact() -> None:
+    base = [_run(v, graph_count=1, graph_breaks=0, recompiles=0) for v in (0.0, 0.01, -0.01)]
+    _, failures = decide(
+        _run(0.0, graph_count=1, graph_breaks=2, recompiles=0), base, _context(2), label="b", nodeid="t"
+    )
+    assert failures == ["b [compiled]: graph breaks went from 0 to 2"]
+    _, failures = decide(_run(0.0, fallback=True), base, _context(2), label="b", nodeid="t")
+    assert failures == [
+        "b [compiled]: torch.compile failed and fell back to eager, but the baseline compiled: unknown error"
+    ]

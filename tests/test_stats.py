@@ -392,3 +392,15 @@ def test_summarize_pinned() -> None:
     summary = stats.summarize([1, 2, 3, 4])
     assert (summary.median, summary.iqr, summary.n) == (2.5, 1.5, 4)
     assert isinstance(summary.median, float)
+
+
+def test_boundaries_of_the_small_sample_paths() -> None:
+    two = stats.estimate_speedup([2.0, 2.0], [1.0, 1.0])
+    assert (two.ratio, two.ci, two.pairs) == (pytest.approx(2.0), None, 2)
+    short = stats.compare_paired([0.3], threshold=0.05, alpha=0.05)
+    assert (short.baseline_runs, short.current_runs) == (1, 1)
+    # two rounds per side are enough for the round-level test
+    assert stats.compare_rounds([0.0, 0.01], [0.3, 0.31], threshold=0.05, alpha=0.05).change is not None
+    # BH: one earlier smaller p-value gives rank 2, so 0.025 > 2 * 0.05 / 5 is not rejected
+    assert not stats.online_bh_rejects(0.025, [0.001], total=5, alpha=0.05)
+    assert stats.online_bh_rejects(0.025, [0.001, 0.002], total=5, alpha=0.05)  # rank 3: 0.03
