@@ -259,3 +259,20 @@ def test_not_perf():
 
 if sys.platform == "win32":  # pragma: no cover
     pytestmark = pytest.mark.skip("POSIX paths in the expectations")
+
+
+def test_the_device_can_be_stated_and_a_bad_one_is_named(pytester: pytest.Pytester) -> None:
+    from pytest_keisei_perf.runner import detect_device
+
+    assert detect_device(lambda: None, (), {}) == "cpu"
+    assert detect_device(lambda: None, (), {}, "cuda:1") == "cuda:1"  # stated: no CUDA query needed
+    assert detect_device(lambda batch: None, ({"obs": [1]},), {}, "cpu") == "cpu"
+    pytester.makepyfile(
+        """
+def test_bad(perf):
+    perf.benchmark(lambda: None, device="gpu")
+"""
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*test_bad: perf.benchmark(device='gpu') is not a torch device: *"])
