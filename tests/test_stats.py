@@ -404,3 +404,19 @@ def test_boundaries_of_the_small_sample_paths() -> None:
     # BH: one earlier smaller p-value gives rank 2, so 0.025 > 2 * 0.05 / 5 is not rejected
     assert not stats.online_bh_rejects(0.025, [0.001], total=5, alpha=0.05)
     assert stats.online_bh_rejects(0.025, [0.001, 0.002], total=5, alpha=0.05)  # rank 3: 0.03
+
+
+def test_run_statistic_and_compare_runs_edges_pinned() -> None:
+    from scipy import stats as sps
+
+    assert stats.run_statistic([1.0], [2.0]) == pytest.approx(-math.log(2.0))  # one reference round
+    with pytest.raises(ValueError, match="positive"):
+        stats.run_statistic([0.0, 1.0], [1.0])
+    base, now = [0.0, 0.02, -0.02, 0.01, -0.01], [0.1, 0.14]
+    pooled = (4 * np.var(base, ddof=1) + 1 * np.var(now, ddof=1)) / 5
+    se = math.sqrt(pooled) * math.sqrt(1 / 2 + 1 / 5)
+    decision = stats.compare_runs(base, now, threshold=0.05, alpha=0.05)
+    assert decision.p_slower == pytest.approx(float(sps.t.sf(0.12 / se, 5)), rel=1e-9)
+    assert (decision.baseline_runs, decision.current_runs) == (5, 2)
+    few = stats.compare_runs([0.0, 0.1], [0.5, 0.4], threshold=0.05, alpha=0.05)
+    assert (few.status, few.baseline_runs, few.current_runs, few.change) == ("inconclusive", 2, 2, None)
