@@ -26,6 +26,7 @@ from typing import Any, Final
 from . import stats
 from .gate import decision_verdict
 from .record import RunRecord, median_of_runs
+from .report import format_duration
 from .result import Verdict
 from .workers import WorkerError, run_worker
 
@@ -267,9 +268,10 @@ def verdicts_for(
                 status, note = "pass", f"; not significant after Benjamini-Hochberg over {total} comparisons"
         lo, hi = decision.change_ci
         p = decision.p_slower if decision.change >= 0 else decision.p_faster
+        now_s, ref_s = (format_duration(median_of_runs(side, mode)) for side in (runs.b, runs.a))
         message = (
-            f"{bench} [{mode}]: A/B against {ref}: median {_ms(median_of_runs(runs.b, mode))} vs "
-            f"{_ms(median_of_runs(runs.a, mode))} at {ref}; change {decision.change:+.1%} (95% CI {lo:+.1%} "
+            f"{bench} [{mode}]: A/B against {ref}: median {now_s} vs {ref_s} at {ref}; "
+            f"change {decision.change:+.1%} (95% CI {lo:+.1%} "
             f"to {hi:+.1%}, paired over {len(runs.a)} pairs, machine-normalised), p={p:.3g}; raw {raw:+.1%}; "
             f"detectable {decision.detectable_effect:.1%}{note}"
         )
@@ -278,12 +280,6 @@ def verdicts_for(
             failures.append(message)
         verdicts[mode] = decision_verdict(mode, status, message, decision, raw)
     return verdicts, failures
-
-
-def _ms(seconds: float) -> str:
-    from .report import format_duration
-
-    return format_duration(seconds)
 
 
 def run_ref_worker(

@@ -59,9 +59,16 @@ class Stopwatch:
         if self.sync is not None:
             self.sync()
 
+    def _round_sync(self) -> Callable[[], None] | None:
+        """The sync one round needs, decided before its clock starts: "every device once CUDA is
+        initialised" becomes the sync itself or nothing, so no check sits inside the round."""
+        if self.sync is synchronize_cuda_if_initialized:
+            return synchronize_cuda if torch.cuda.is_initialized() else None
+        return self.sync
+
     def time_calls(self, call: Callable[[], object], n: int) -> float:
         """Seconds for ``n`` back-to-back calls, synchronising the device at both ends."""
-        sync, clock = self.sync, self.clock
+        sync, clock = self._round_sync(), self.clock
         if sync is not None:
             sync()
         start = clock()

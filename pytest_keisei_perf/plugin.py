@@ -143,11 +143,10 @@ class PerfSession:
     def activate(self) -> None:
         """Set up what timing needs, once: the compile cache, the machine key, this machine's
         baseline file (validated: a corrupt one stops the run before anything is measured)."""
-        from .baseline import BaselineError, BaselineStore, machine_key
-
         if self._active or self.settings.disable:
             return
         self._active = True
+        from .baseline import BaselineError, BaselineStore, machine_key
         from .compile_cache import CompileCache, resolve_cache_dir
 
         self.compile_cache = CompileCache(
@@ -514,7 +513,7 @@ class PerfSession:
         checkout = self.ref_checkout
         assert checkout is not None
         path_part, sep, rest = item.nodeid.partition("::")
-        user_args = self._worker_args()
+        user_args = self._worker_args
         last_b: dict[str, dict[str, Any]] = {}
 
         def run_b() -> list[dict[str, Any]]:
@@ -600,8 +599,9 @@ class PerfSession:
                 failures.append(f"{verdict.message} (--perf-fail-inconclusive)")
         return dataclasses.replace(result, verdicts=verdicts, failures=tuple(failures))
 
+    @functools.cached_property
     def _worker_args(self) -> list[str]:
-        """The user's configuration, as a fresh worker process must get it."""
+        """The user's configuration, as every fresh worker process of this session must get it."""
         from .workers import user_worker_args
 
         actions = getattr(getattr(self.config, "_parser", None), "optparser", None)
@@ -623,7 +623,7 @@ class PerfSession:
             self.settings,
             cwd=self.config.invocation_params.dir,
             wanted=wanted,
-            user_args=self._worker_args(),
+            user_args=self._worker_args,
         )
 
     def _confirmer(self, result: PerfResult) -> Callable[[], list[RunRecord]]:

@@ -8,8 +8,9 @@ baseline runs, ``--perf-json`` results and fresh worker results. They read them 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ModeRun", "RunRecord", "comparability_problem", "median_of_runs"]
@@ -47,7 +48,6 @@ class RunRecord:
     speedup: float | None = None
     git_commit: str | None = None
     timestamp: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RunRecord:
@@ -92,9 +92,7 @@ class RunRecord:
     @property
     def reference_level(self) -> float:
         """Median log time of the reference workload: how fast the machine ran."""
-        logs = sorted(math.log(s) for s in self.reference_samples_s)
-        n = len(logs)
-        return (logs[(n - 1) // 2] + logs[n // 2]) / 2
+        return statistics.median(math.log(s) for s in self.reference_samples_s)
 
 
 def comparability_problem(baseline: RunRecord, current: RunRecord) -> str | None:
@@ -119,8 +117,5 @@ def comparability_problem(baseline: RunRecord, current: RunRecord) -> str | None
 
 def median_of_runs(runs: Sequence[RunRecord], mode: str) -> float:
     """Median over runs of each run's median time in ``mode`` (NaN when no run has it)."""
-    medians = sorted(r.modes[mode].median_s for r in runs if mode in r.modes)
-    if not medians:
-        return float("nan")
-    n = len(medians)
-    return (medians[(n - 1) // 2] + medians[n // 2]) / 2
+    medians = [r.modes[mode].median_s for r in runs if mode in r.modes]
+    return statistics.median(medians) if medians else float("nan")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -168,14 +169,14 @@ def run_benchmark(
                 rtol=config.rtol,
                 atol=config.atol,
             )
-        samples, per_round, warmups, peaks = _time_calls(
+        timing = _time_calls(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
         recompiles = modes.recompiles_since(compile_outcome) if compile_outcome else None
+    samples = timing.samples
 
     mode_results: dict[str, ModeResult] = {}
     for mode in calls:
-        summary = summarize(samples[mode])
         compiled_facts: dict[str, Any] = {}
         if mode == "compiled" and compile_outcome is not None:
             compiled_facts = {
@@ -187,17 +188,7 @@ def run_benchmark(
                 "graph_breaks": compile_outcome.graph_breaks,
                 "recompiles": recompiles,
             }
-        mode_results[mode] = ModeResult(
-            mode=mode,
-            median_s=summary.median,
-            iqr_s=summary.iqr,
-            samples_s=tuple(samples[mode]),
-            calls_per_round=per_round[mode],
-            warmup_calls=warmups[mode].calls,
-            warmup_stable=warmups[mode].stable,
-            peak_memory_bytes=peaks.get(mode),
-            **compiled_facts,
-        )
+        mode_results[mode] = timing.mode_result(mode, **compiled_facts)
     speedup = speedup_ci = None
     if "eager" in samples and "compiled" in samples:
         estimate = estimate_speedup(samples["eager"], samples["compiled"])
@@ -219,6 +210,30 @@ def run_benchmark(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Timing:
+    """What timing a set of calls produced: per-round samples and how each call was timed."""
+
+    samples: dict[str, list[float]]
+    per_round: dict[str, int]
+    warmups: dict[str, measure.WarmupResult]
+    peaks: dict[str, int | None]
+
+    def mode_result(self, mode: str, **compiled_facts: Any) -> ModeResult:
+        summary = summarize(self.samples[mode])
+        return ModeResult(
+            mode=mode,
+            median_s=summary.median,
+            iqr_s=summary.iqr,
+            samples_s=tuple(self.samples[mode]),
+            calls_per_round=self.per_round[mode],
+            warmup_calls=self.warmups[mode].calls,
+            warmup_stable=self.warmups[mode].stable,
+            peak_memory_bytes=self.peaks.get(mode),
+            **compiled_facts,
+        )
+
+
 def _time_calls(
     calls: Mapping[str, Callable[[], Any]],
     *,
@@ -227,7 +242,7 @@ def _time_calls(
     stopwatch: measure.Stopwatch,
     say: Callable[[str], None],
     progress: bool,
-) -> tuple[dict[str, list[float]], dict[str, int], dict[str, measure.WarmupResult], dict[str, int | None]]:
+) -> _Timing:
     """Warm every call up, plan rounds, time them ABBA-wise with the reference workload."""
     peaks: dict[str, int | None] = {}
     warmups: dict[str, measure.WarmupResult] = {}
@@ -252,7 +267,7 @@ def _time_calls(
         stopwatch,
         on_round=(lambda done, total: say(f"round {done}/{total}")) if progress else None,
     )
-    return samples, per_round, warmups, peaks
+    return _Timing(samples, per_round, warmups, peaks)
 
 
 def run_comparison(
@@ -281,45 +296,34 @@ def run_comparison(
     stopwatch = stopwatch or measure.Stopwatch.for_device(device)
     with _benchmark_context(config):
         calls = {variant: modes.bind(fn, args, kwargs) for variant, fn in variants.items()}
-        problems: list[str] = []
+        mismatches: list[str] = []
         accuracy_result: AccuracyResult | None = None
         if config.check_outputs:
             expected, expected_again = _seeded(calls[names[0]]), _seeded(calls[names[0]])
+            # one float64 reference for every candidate, computed at most once
+            thunk = _float64_reference(reference_fn, args, kwargs)
+            reference = functools.cache(thunk) if thunk is not None else None
             checked = []
             for candidate in names[1:]:
                 outcome = accuracy.compare_outputs(
                     _seeded(calls[candidate]),
                     expected,
                     eager_again=expected_again,
-                    reference=_float64_reference(reference_fn, args, kwargs),
+                    reference=reference,
                     rtol=config.rtol,
                     atol=config.atol,
                 )
                 checked.append(outcome)
                 if not outcome.passed:
-                    problems.append(
-                        f"{label}: {candidate} output does not match {names[0]}: {outcome.message}"
-                    )
+                    mismatches.append(f"{candidate} output does not match {names[0]}: {outcome.message}")
             worst = max(checked, key=lambda c: c.max_abs_err)
-            accuracy_result = dataclasses.replace(
-                worst, passed=not problems, message="; ".join(p.split(": ", 1)[1] for p in problems)
-            )
-        samples, per_round, warmups, peaks = _time_calls(
+            accuracy_result = dataclasses.replace(worst, passed=not mismatches, message="; ".join(mismatches))
+        timing = _time_calls(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
-    mode_results = {}
-    for variant in names:
-        summary = summarize(samples[variant])
-        mode_results[variant] = ModeResult(
-            mode=variant,
-            median_s=summary.median,
-            iqr_s=summary.iqr,
-            samples_s=tuple(samples[variant]),
-            calls_per_round=per_round[variant],
-            warmup_calls=warmups[variant].calls,
-            warmup_stable=warmups[variant].stable,
-            peak_memory_bytes=peaks.get(variant),
-        )
+    samples = timing.samples
+    problems = [f"{label}: {m}" for m in mismatches]
+    mode_results = {variant: timing.mode_result(variant) for variant in names}
     speedups: dict[str, tuple[float, tuple[float, float] | None]] = {}
     for candidate in names[1:]:
         estimate = estimate_speedup(samples[names[0]], samples[candidate])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -174,11 +174,13 @@ def _t_decision(
     detectable: float | None,
     runs: tuple[int, int],
     reason: str = "",
+    confidence: float = 0.95,
 ) -> GateDecision:
-    """One-sided p-values both ways, a 95% interval and the verdict for a log difference ``d``."""
+    """One-sided p-values both ways, a ``confidence`` interval and the verdict for a log
+    difference ``d``."""
     t_value = d / se
     p_slower, p_faster = float(sps.t.sf(t_value, df)), float(sps.t.cdf(t_value, df))
-    half = float(sps.t.ppf(0.975, df)) * se
+    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
     change = math.expm1(d)
     status = "pass"
     if p_slower < alpha and change > threshold:
@@ -220,14 +222,10 @@ def compare_paired(
     se = sd / math.sqrt(n)
     df = n - 1
     detectable = math.expm1((float(sps.t.ppf(1 - alpha, df)) + float(sps.t.ppf(POWER, df))) * se)
-    decision = _t_decision(
-        float(np.mean(data)), se, df, threshold=threshold, alpha=alpha, detectable=detectable, runs=(n, n)
-    )
-    if confidence != 0.95:
-        half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
-        d = math.log1p(decision.change or 0.0)
-        decision = replace(decision, change_ci=(math.expm1(d - half), math.expm1(d + half)))
-    return decision
+    return _t_decision(
+        float(np.mean(data)), se, df, threshold=threshold, alpha=alpha, detectable=detectable,
+        runs=(n, n), confidence=confidence,
+    )  # fmt: skip
 
 
 def round_statistics(samples_s: Sequence[float], reference_s: Sequence[float]) -> list[float]:

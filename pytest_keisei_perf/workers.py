@@ -51,10 +51,6 @@ class WorkerError(RuntimeError):
     """A worker process failed to produce a result; the message ends with its last output lines."""
 
 
-def _dest(actions: Mapping[str, argparse.Action], option: str) -> argparse.Action | None:
-    return actions.get(option)
-
-
 def forwarded_args(tokens: Sequence[str], actions: Mapping[str, argparse.Action]) -> list[str]:
     """The options of ``tokens`` (a command line or ``addopts``) that a worker must also get.
 
@@ -78,7 +74,7 @@ def forwarded_args(tokens: Sequence[str], actions: Mapping[str, argparse.Action]
             name, attached = token.split("=", 1)
         elif not token.startswith("--") and len(token) > 2 and token[:2] in actions:
             name, attached = token[:2], token[2:]
-        action = _dest(actions, name)
+        action = actions.get(name)
         if action is None:
             out.append(token)
             continue
