@@ -1,7 +1,7 @@
 """Every private torch API the plugin touches, behind small functions with a fallback.
 
 Dynamo's counters are the only source of graph, graph-break and recompile counts, and
-inductor's of FX-graph cache hits; they are private and have moved between releases, so when
+inductor's of its cache hits and misses; they are private and have moved between releases, so when
 they are missing the counts read ``None`` ("not known") instead of breaking a benchmark.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "DynamoCounts",
+    "compile_cache_counters",
     "compile_cache_state",
     "dynamo_counts",
     "quiet_structured_trace",
@@ -67,14 +68,31 @@ def dynamo_counts() -> DynamoCounts:
     )
 
 
-def compile_cache_state() -> str | None:
-    """``warm`` (all FX graphs from inductor's cache), ``cold``, ``partly warm``, or None when no
-    inductor graph was compiled since the last reset (eager/aot_eager backends)."""
+def compile_cache_counters() -> dict[str, int]:
+    """Inductor's and AOT-autograd's cache counters since the last reset, e.g.
+    ``inductor.fxgraph_cache_hit``, ``aot_autograd.autograd_cache_miss``,
+    ``inductor.async_compile_cache_hit``, ``inductor.triton_bundler_read_and_emit_kernel``.
+
+    Every counter whose name speaks of a cache, the Triton bundler or autotuning is taken as torch
+    names it, so counters a newer torch adds are recorded too.
+    """
     counters = _counters()
     if counters is None:  # pragma: no cover
-        return None
-    inductor = counters.get("inductor", {})
-    hits, misses = int(inductor.get("fxgraph_cache_hit", 0)), int(inductor.get("fxgraph_cache_miss", 0))
+        return {}
+    return {
+        f"{group}.{name}": int(value)
+        for group in ("inductor", "aot_autograd")
+        for name, value in sorted(counters.get(group, {}).items())
+        if value and any(word in name for word in ("cache", "bundler", "autotune"))
+    }
+
+
+def compile_cache_state(counts: dict[str, int] | None = None) -> str | None:
+    """``warm`` (every FX graph served by inductor's cache), ``cold`` (none), ``partly warm``, or
+    None when no inductor graph was compiled (eager/aot_eager backends, caches bypassed)."""
+    counts = compile_cache_counters() if counts is None else counts
+    hits = counts.get("inductor.fxgraph_cache_hit", 0)
+    misses = counts.get("inductor.fxgraph_cache_miss", 0)
     if hits + misses == 0:
         return None
     if misses == 0:

@@ -124,6 +124,7 @@ def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str
                     "calls_per_round",
                     "compile_time_s",
                     "compile_cache",
+                    "compile_counters",
                     "fallback",
                     "graph_count",
                     "graph_breaks",

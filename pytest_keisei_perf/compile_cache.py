@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -20,6 +22,8 @@ from . import _compat
 __all__ = ["CACHE_ENV", "CompileCache", "default_cache_dir", "resolve_cache_dir"]
 
 CACHE_ENV: Final = "TORCHINDUCTOR_CACHE_DIR"
+#: Triton's own kernel cache; inductor puts it under its folder unless this is set.
+TRITON_CACHE_ENV: Final = "TRITON_CACHE_DIR"
 #: ``--perf-compile-cache`` value that leaves torch's own default in place.
 TORCH_DEFAULT: Final = "torch"
 
@@ -46,30 +50,44 @@ def resolve_cache_dir(option: str | None, pytest_cache_dir: Path, threads: int) 
 
 class CompileCache:
     """Sets ``TORCHINDUCTOR_CACHE_DIR`` for the session (fresh worker processes inherit it) and
-    puts the previous value back afterwards."""
+    puts the previous value back afterwards. :meth:`empty` makes a cold one."""
 
-    def __init__(self, directory: Path | None, source: str) -> None:
+    def __init__(self, directory: Path | None, source: str, *, temporary: bool = False) -> None:
         self.directory = directory
         self.source = source
-        self._previous: str | None = None
+        self._temporary = temporary
+        self._previous: dict[str, str | None] = {}
         self._active = False
+
+    @classmethod
+    def empty(cls) -> CompileCache:
+        """A new empty folder for inductor's and Triton's caches, removed afterwards: every
+        compile in this process is a cold one (``--perf-compile-state cold``)."""
+        directory = Path(tempfile.mkdtemp(prefix="keisei-perf-cold-cache-"))
+        return cls(directory, "empty, for a cold compile", temporary=True)
 
     def activate(self) -> None:
         if self.directory is None:
             return
-        self._previous = os.environ.get(CACHE_ENV)
+        variables = {CACHE_ENV: str(self.directory)}
+        if self._temporary:  # a set TRITON_CACHE_DIR would serve kernels compiled before
+            variables[TRITON_CACHE_ENV] = str(self.directory / "triton")
+        self._previous = {name: os.environ.get(name) for name in variables}
         # no mkdir: inductor creates the folder when it first compiles, so sessions that never
         # compile leave no trace on disk
-        os.environ[CACHE_ENV] = str(self.directory)
+        os.environ.update(variables)
         self._active = True
 
     def deactivate(self) -> None:
         if not self._active:
             return
-        if self._previous is None:
-            os.environ.pop(CACHE_ENV, None)
-        else:
-            os.environ[CACHE_ENV] = self._previous
+        for name, previous in self._previous.items():
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
+        if self._temporary and self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
         self._active = False
 
     def describe(self) -> str:

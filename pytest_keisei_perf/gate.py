@@ -3,7 +3,8 @@
 Stage 1 compares this process with the baseline; a suspect is re-measured in fresh processes
 and only those fresh runs decide (so picking the suspect does not bias the test). Regressions
 must also survive Benjamini-Hochberg across the session's benchmarks. Deterministic compile
-facts (graphs, graph breaks, recompiles) are compared exactly.
+facts (graphs, graph breaks, recompiles) are compared exactly. Compiled runs compare only with
+runs of the same compile-cache state (:mod:`.compile_state`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,17 @@ def _compile_facts(label: str, current: RunRecord, last: RunRecord) -> list[str]
     return problems
 
 
+def _state_message(label: str, current: RunRecord, runs: Sequence[RunRecord]) -> str:
+    from .compile_state import describe_state
+
+    stored = sorted({describe_state(r.compile_state) for r in runs})
+    return (
+        f"{label}: not compared: this run's compiled code was {describe_state(current.compile_state)}, "
+        f"the baseline's {len(runs)} run(s) {' or '.join(stored)}; runs compare only within one "
+        "compile-cache state (--perf-compile-state; re-baseline in the state CI runs in)"
+    )
+
+
 def _not_compared(modes: Sequence[str], reason: str, message: str) -> dict[str, Verdict]:
     return {m: Verdict(mode=m, status="no-baseline", message=message, not_compared=reason) for m in modes}
 
@@ -97,6 +109,12 @@ def decide(
     modes = list(current.modes)
     if not runs:
         return _not_compared(modes, *missing), []
+    if "compiled" in current.modes:
+        state = current.compile_state
+        same_state = [r for r in runs if "compiled" not in r.modes or r.compile_state == state]
+        if not same_state:
+            return _not_compared(modes, "compile-state", _state_message(label, current, runs)), []
+        runs = same_state
     last = runs[-1]
     problem = comparability_problem(last, current)
     if problem:

@@ -55,6 +55,8 @@ class CompileOutcome:
     frames_after_compile: int | None
     #: ``warm`` / ``cold`` / ``partly warm``: whether inductor's FX-graph cache served the compile.
     cache: str | None = None
+    #: Inductor's cache counters for this compile (:func:`_compat.compile_cache_counters`).
+    cache_counters: Mapping[str, int] | None = None
 
 
 def compile_callable(
@@ -101,6 +103,7 @@ def compile_callable(
         )
     elapsed = time.perf_counter() - start
     counts = _compat.dynamo_counts()
+    cache_counters = _compat.compile_cache_counters()
     return CompileOutcome(
         call=bind(compiled, args, kwargs),
         compile_time_s=elapsed,
@@ -109,7 +112,8 @@ def compile_callable(
         graphs=counts.graphs,
         graph_breaks=counts.graph_breaks,
         frames_after_compile=counts.frames,
-        cache=_compat.compile_cache_state(),
+        cache=_compat.compile_cache_state(cache_counters),
+        cache_counters=cache_counters,
     )
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .ab import PairedRuns, RefCheckout
     from .baseline import BaselineStore
     from .compile_cache import CompileCache
+    from .compile_state import CompileTimes
     from .record import RunRecord
     from .result import PerfResult
 
@@ -138,6 +139,10 @@ class PerfSession:
         self._active = False
         #: ``--perf-compare-ref``: the REF checkout, and per test the pairs it gave.
         self.ref_checkout: RefCheckout | None = None
+        #: Last cold and warm compile times per benchmark (the report's compile economics).
+        self.compile_times: CompileTimes | None = None
+        #: Fresh-process results per (test, compile state): one worker serves a test's benchmarks.
+        self._state_runs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._ab_runs: dict[str, tuple[dict[str, PairedRuns], set[str], dict[str, dict[str, Any]]]] = {}
 
     def activate(self) -> None:
@@ -149,12 +154,20 @@ class PerfSession:
         from .baseline import BaselineError, BaselineStore, machine_key
         from .compile_cache import CompileCache, resolve_cache_dir
 
-        self.compile_cache = CompileCache(
-            *resolve_cache_dir(
-                self.settings.compile_cache, _pytest_cache_dir(self.config), self.settings.threads
+        if self.settings.worker and self.settings.compile_state == "cold":
+            self.compile_cache = CompileCache.empty()
+        else:
+            self.compile_cache = CompileCache(
+                *resolve_cache_dir(
+                    self.settings.compile_cache, _pytest_cache_dir(self.config), self.settings.threads
+                )
             )
-        )
         self.compile_cache.activate()
+        if not self.settings.worker:
+            from .compile_state import CompileTimes
+
+            times_path = _pytest_cache_dir(self.config) / "keisei-perf" / "compile-times.json"
+            self.compile_times = CompileTimes(times_path)
         key, facts = machine_key(self.machine, self.settings.machine)
         self.store = BaselineStore(self.settings.baseline_dir, key, facts)
         if self.settings.worker:
@@ -232,7 +245,11 @@ class PerfSession:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         perf_items = [item for item in session.items if _config_key in item.stash]
         self.gated_benchmarks = len(perf_items)
-        self.expected_comparisons = sum(len(item.stash[_config_key].modes) for item in perf_items)
+        extra = 1 if self.settings.compile_state == "both" else 0  # the cold compiled mode
+        self.expected_comparisons = sum(
+            len(c.modes) + (extra if "compiled" in c.modes else 0)
+            for c in (item.stash[_config_key] for item in perf_items)
+        )
         if perf_items:
             self.activate()
         others = len(session.items) - self.gated_benchmarks
@@ -272,7 +289,7 @@ class PerfSession:
         ]
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from .report import not_compared_lines, summary_lines
+        from .report import economics_lines, not_compared_lines, summary_lines
 
         if not self.results or self.xdist_workers is not None:
             return
@@ -294,6 +311,9 @@ class PerfSession:
                 )
         for note in notes:
             terminalreporter.write_line(note)
+        if verbose:
+            for line in economics_lines(self.results):
+                terminalreporter.write_line(line)
         for line in not_compared_lines(self.results, verbose=verbose):
             terminalreporter.write_line(line, yellow=True, bold=True)
         if self.compile_cache is not None:
@@ -329,6 +349,11 @@ class PerfSession:
                 [r.to_dict() for r in self.results], default=str
             )
             return
+        if self.compile_times is not None:
+            try:
+                self.compile_times.save()
+            except OSError as exc:
+                self._say(f"keisei-perf: could not keep compile times in {self.compile_times.path}: {exc}")
         if self.reporting and self.results:
             self._write_summaries()
         if self.settings.json_path is None:
@@ -384,6 +409,7 @@ class PerfSession:
         With ``variants`` (``perf.compare``) the variants are timed against each other instead
         of eager against compiled; ``fn`` is then the first (reference) variant.
         """
+        from .compile_state import with_economics
         from .ids import stable_test_id
         from .locks import MEASUREMENT_LOCK, exclusive_lock
         from .modes import PerfCompileError
@@ -417,19 +443,32 @@ class PerfSession:
                     if variants
                     else functools.partial(run_benchmark, fn)
                 )
-                try:
-                    result = measure(
-                        args,
-                        kwargs,
-                        config=config,
-                        nodeid=item.nodeid,
-                        name=name,
-                        device=device,
-                        progress=self._progress(benchmark_id(test_id, name)),
-                    )
-                except PerfCompileError as exc:
-                    pytest.fail(str(exc), pytrace=False)
-                result = self._decide(dataclasses.replace(result, test_id=test_id), config)
+                bench = benchmark_id(test_id, name)
+                cold_elsewhere = self.settings.compile_state == "cold" and not self.settings.worker
+                if cold_elsewhere and "compiled" in config.modes and not variants:
+                    result = self._fresh_result(item, bench, "cold")
+                else:
+                    try:
+                        result = measure(
+                            args,
+                            kwargs,
+                            config=config,
+                            nodeid=item.nodeid,
+                            name=name,
+                            device=device,
+                            progress=self._progress(bench),
+                        )
+                    except PerfCompileError as exc:
+                        pytest.fail(str(exc), pytrace=False)
+                    result = dataclasses.replace(result, test_id=test_id)
+                    result = self._warm_for_sure(item, bench, result)
+                result = self._decide(result, config)
+                both = self.settings.compile_state == "both" and not self.settings.worker
+                if both and "compiled" in result.modes:
+                    result = self._with_cold(item, bench, result, config)
+                elif self.compile_times is not None:
+                    self.compile_times.note(result)
+                    result = with_economics(result, self.compile_times)
                 result = self._check_ref_imports(result)
         self.results.append(result)
         _record_properties(item, result)
@@ -437,6 +476,60 @@ class PerfSession:
         if result.failures:
             pytest.fail("\n".join(result.failures), pytrace=False)
         return result
+
+    def _fresh_result(self, item: pytest.Item, bench: str, state: str) -> PerfResult:
+        """``bench`` measured in a fresh process in compile-cache ``state``; one process per test
+        and state serves all the test's benchmarks."""
+        from .result import PerfResult
+        from .workers import WorkerError
+
+        key = (item.nodeid, state)
+        if key not in self._state_runs:
+            problem = None
+            try:
+                entries = self._run_worker(item.nodeid, None, state=state)
+            except WorkerError as exc:
+                problem = str(exc)
+            if problem is not None:  # outside the except block: no chained traceback
+                pytest.fail(f"{bench}: measuring with a {state} compile cache failed: {problem}", False)
+            self._state_runs[key] = {e["benchmark_id"]: e for e in entries}
+        entry = self._state_runs[key].get(bench)
+        if entry is None:
+            pytest.fail(f"{bench}: the fresh {state}-cache process gave no result for it", pytrace=False)
+        return dataclasses.replace(PerfResult.from_dict(entry), verdicts={}, failures=())
+
+    def _warm_for_sure(self, item: pytest.Item, bench: str, result: PerfResult) -> PerfResult:
+        """A run meant to be warm whose compile found the cache empty is measured again in a
+        fresh process, which loads what this compile stored: the program every other CI run and
+        the baseline time (an empty cache is a new runner, an evicted cache, a moved rootdir)."""
+        from .compile_state import needs_warm_rerun
+
+        if self.settings.worker or not needs_warm_rerun(result.to_dict()):
+            return result
+        if self.compile_times is not None:
+            self.compile_times.note(result)  # the cold compile time, for the economics
+        self._say(
+            f"keisei-perf: {bench}: the compile cache was cold in this session; "
+            "measuring again in a fresh process that loads what it stored"
+        )
+        return dataclasses.replace(self._fresh_result(item, bench, "warm"), test_id=result.test_id)
+
+    def _with_cold(
+        self, item: pytest.Item, bench: str, warm: PerfResult, config: BenchmarkConfig
+    ) -> PerfResult:
+        """``--perf-compile-state both``: add the cold-cache run of ``bench`` beside the warm one,
+        gated against the baseline's cold runs, and warn when the two states' speedups differ."""
+        from .compile_state import PerfCompileStateWarning, merge_cold, state_gap, with_economics
+
+        cold = dataclasses.replace(self._fresh_result(item, bench, "cold"), test_id=warm.test_id)
+        if self.compile_times is not None:
+            self.compile_times.note(warm)
+        warm, cold = with_economics(warm, self.compile_times), with_economics(cold, self.compile_times)
+        gap = state_gap(warm, cold)
+        if gap is not None:
+            warnings.warn(PerfCompileStateWarning(gap), stacklevel=1)
+        compiled_only = dataclasses.replace(cold, modes={"compiled": cold.modes["compiled"]})
+        return merge_cold(warm, self._decide(compiled_only, config, state="cold"))
 
     def _check_ref_imports(self, result: PerfResult) -> PerfResult:
         """In a REF-side process of ``--perf-compare-ref``: fail if the working tree's code ran."""
@@ -561,8 +654,11 @@ class PerfSession:
         hint = f"; a stored id differs only by its prefix: {nearest_id}" if nearest_id else ""
         return "no-entry", f"{bench}: not compared: no baseline entry for this id{hint}"
 
-    def _decide(self, result: PerfResult, config: BenchmarkConfig) -> PerfResult:
-        """Verdicts per mode from the gate; ``no-baseline`` when there is nothing to compare with."""
+    def _decide(self, result: PerfResult, config: BenchmarkConfig, state: str | None = None) -> PerfResult:
+        """Verdicts per mode from the gate; ``no-baseline`` when there is nothing to compare with.
+
+        ``state`` is the compile-cache state confirmations re-measure in (the session's own by
+        default)."""
         from .gate import GateContext, decide, speedup_drop
         from .record import RunRecord
         from .result import Verdict
@@ -578,7 +674,7 @@ class PerfSession:
             threshold=config.threshold,
             alpha=config.alpha,
             total_comparisons=max(self.expected_comparisons, len(self._decided_p_values) + len(result.modes)),
-            confirm=self._confirmer(result) if self.settings.confirm_runs > 0 else None,
+            confirm=self._confirmer(result, state) if self.settings.confirm_runs > 0 else None,
             decided_p_values=self._decided_p_values,
         )
         verdicts, gate_failures = decide(
@@ -614,19 +710,44 @@ class PerfSession:
             rootpath=self.config.rootpath,
         )
 
-    def _run_worker(self, nodeid: str, wanted: Sequence[str] | None) -> list[dict[str, Any]]:
+    def _run_worker(
+        self, nodeid: str, wanted: Sequence[str] | None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One fresh process over ``nodeid`` in compile-cache ``state`` (the session's by default;
+        ``both`` means warm here). A warm run whose compile found the cache empty runs once more:
+        its compile has filled the cache, and warm means loaded from it."""
+        from .compile_state import needs_warm_rerun
         from .workers import run_worker
 
+        state = state or ("cold" if self.settings.compile_state == "cold" else "warm")
         target = str(self.config.rootpath / nodeid)  # absolute: the worker runs in the invocation dir
-        return run_worker(
-            [target],
-            self.settings,
-            cwd=self.config.invocation_params.dir,
-            wanted=wanted,
-            user_args=self._worker_args,
-        )
 
-    def _confirmer(self, result: PerfResult) -> Callable[[], list[RunRecord]]:
+        def run() -> list[dict[str, Any]]:
+            return run_worker(
+                [target],
+                dataclasses.replace(self.settings, compile_state=state),
+                cwd=self.config.invocation_params.dir,
+                wanted=wanted,
+                user_args=self._worker_args,
+            )
+
+        entries = run()
+        if state == "warm" and any(needs_warm_rerun(e) for e in entries):
+            self._note_compile_times(entries)
+            self._say(f"keisei-perf: {nodeid}: the compile cache was cold; measuring again, warm")
+            entries = run()
+        if state == "cold":
+            self._note_compile_times(entries)
+        return entries
+
+    def _note_compile_times(self, entries: Sequence[dict[str, Any]]) -> None:
+        from .result import PerfResult
+
+        if self.compile_times is not None:
+            for entry in entries:
+                self.compile_times.note(PerfResult.from_dict(entry))
+
+    def _confirmer(self, result: PerfResult, state: str | None = None) -> Callable[[], list[RunRecord]]:
         """Re-measure ``result``'s test in fresh processes; their runs of this benchmark."""
         from .record import RunRecord
         from .workers import WorkerError
@@ -641,7 +762,7 @@ class PerfSession:
                 )
                 problem = None
                 try:
-                    entries = self._run_worker(result.nodeid, [result.benchmark_id])
+                    entries = self._run_worker(result.nodeid, [result.benchmark_id], state=state)
                 except WorkerError as exc:
                     problem = str(exc)
                 if problem is not None:  # outside the except block: no chained traceback
@@ -670,8 +791,13 @@ class PerfSession:
         return say
 
     def _say(self, line: str) -> None:
+        """A line on the terminal now, also from inside a test (output capture suspended)."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
+        if reporter is None:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        suspended = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+        with suspended:
             reporter.write_line(line)
 
     def _update_baselines(self) -> bool:
@@ -684,6 +810,7 @@ class PerfSession:
         than run alone: a process's history is part of its timing.)
         """
         from .baseline import git_commit, run_record
+        from .compile_state import measured_states
         from .workers import WorkerError
 
         if self.store is None:
@@ -703,13 +830,14 @@ class PerfSession:
                 f"({len(runs)} benchmarks)"
             )
             for nodeid, benches in sorted(wanted.items()):
-                try:
-                    entries = self._run_worker(nodeid, benches)
-                except WorkerError as exc:
-                    self._say(f"keisei-perf: baseline NOT updated (nothing was written): {exc}")
-                    return False
-                for entry in entries:
-                    runs[entry["benchmark_id"]].append(run_record(entry, git_commit=commit))
+                for state in measured_states(self.settings.compile_state):
+                    try:
+                        entries = self._run_worker(nodeid, benches, state=state)
+                    except WorkerError as exc:
+                        self._say(f"keisei-perf: baseline NOT updated (nothing was written): {exc}")
+                        return False
+                    for entry in entries:
+                        runs[entry["benchmark_id"]].append(run_record(entry, git_commit=commit))
         path = self.store.replace_runs(runs)
         self._say(f"keisei-perf: stored {total} runs of {len(runs)} benchmark(s) in {path}")
         return True
@@ -731,6 +859,13 @@ def _record_properties(item: pytest.Item, result: PerfResult) -> None:
         props += [(f"{prefix}{mode}.median_s", m.median_s), (f"{prefix}{mode}.rounds", m.rounds)]
         if m.compile_time_s is not None:
             props.append((f"{prefix}{mode}.compile_time_s", round(m.compile_time_s, 4)))
+            props.append((f"{prefix}{mode}.compile_cache", str(m.compile_cache)))
+        for state, seconds in (("cold", m.cold_compile_time_s), ("warm", m.warm_compile_time_s)):
+            if seconds is not None:
+                props.append((f"{prefix}{mode}.{state}_compile_time_s", round(seconds, 4)))
+        for state, calls in (m.break_even_calls or {}).items():
+            value = calls if isinstance(calls, str) else round(calls, 1)
+            props.append((f"{prefix}{mode}.break_even_calls.{state}", value))
         verdict = result.verdicts.get(mode)
         if verdict is None:
             continue

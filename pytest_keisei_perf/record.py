@@ -90,6 +90,13 @@ class RunRecord:
         return stats.run_statistic(facts.samples_s, self.reference_samples_s)
 
     @property
+    def compile_state(self) -> str | None:
+        """``warm``/``cold``/``partly warm``: the compile cache's state when the compiled mode
+        compiled, as inductor's counters told (None without an inductor-compiled mode)."""
+        compiled = self.modes.get("compiled")
+        return compiled.compile_cache if compiled is not None else None
+
+    @property
     def reference_level(self) -> float:
         """Median log time of the reference workload: how fast the machine ran."""
         return statistics.median(math.log(s) for s in self.reference_samples_s)

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .result import NOT_COMPARED, PerfResult, Verdict
+from .result import NOT_COMPARED, ModeResult, PerfResult, Verdict
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
+    "economics_lines",
+    "format_calls",
     "format_duration",
     "markdown_summary",
     "not_compared_lines",
@@ -27,7 +29,7 @@ __all__ = [
 #: Version of the --perf-json layout. 1: first release.
 JSON_SCHEMA_VERSION: Final = 1
 #: Column widths of the table; the whole row fits 100 columns.
-_WIDTHS: Final = (34, 8, 9, 7, 16, 12, 8, 6)
+_WIDTHS: Final = (29, 13, 9, 7, 16, 12, 8, 6)
 _HEADERS: Final = ("benchmark", "mode", "median", "spread", "change", "verdict", "speedup", "comp.")
 
 
@@ -39,6 +41,48 @@ def format_duration(seconds: float | None) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_calls(calls: float | str | None) -> str:
+    """A break-even call count: ``1,234``, ``never`` or ``-`` when unknown."""
+    if calls is None:
+        return "-"
+    if isinstance(calls, str):
+        return calls
+    return f"{math.ceil(calls):,}"
+
+
+def _break_even_text(mode: ModeResult) -> str:
+    """``1,234 warm / 9,876 cold``: calls before compiling pays, per cache state known."""
+    counts = mode.break_even_calls or {}
+    return " / ".join(f"{format_calls(counts[s])} {s}" for s in ("warm", "cold") if s in counts) or "-"
+
+
+def economics_lines(results: Sequence[PerfResult]) -> list[str]:
+    """Compile economics per compiled mode (printed with ``-v``): the cache state, cold and warm
+    compile times, and after how many calls compiling pays."""
+    lines = []
+    for result in results:
+        for name, mode in result.modes.items():
+            if mode.compile_time_s is None or mode.fallback:
+                continue
+            state = f"{mode.compile_cache} cache" if mode.compile_cache else "no inductor cache"
+            times = ", ".join(
+                f"{format_duration(t)} {s}"
+                for s, t in (("warm", mode.warm_compile_time_s), ("cold", mode.cold_compile_time_s))
+                if t is not None
+            ) or format_duration(mode.compile_time_s)
+            counts = mode.break_even_calls or {}
+            if counts and all(c == "never" for c in counts.values()):
+                pays = "compiling never pays: compiled is not faster than eager"
+            else:
+                pays = "compiling pays after " + ", ".join(
+                    f"{format_calls(counts[s])} calls from a {s} cache"
+                    for s in ("warm", "cold")
+                    if s in counts
+                )
+            lines.append(f"keisei-perf: {result.benchmark_id} [{name}, {state}]: compile {times}; {pays}")
+    return lines
 
 
 def _short(text: str, width: int) -> str:
@@ -70,6 +114,7 @@ class _Row:
     speedup: str
     compile_time_s: float | None
     compile_cache: str | None
+    break_even: str = "-"
 
     @property
     def status(self) -> str:
@@ -100,6 +145,7 @@ def table_rows(results: Sequence[PerfResult]) -> list[_Row]:
                 speedup="fallback" if m.fallback else speedup,
                 compile_time_s=m.compile_time_s,
                 compile_cache=m.compile_cache,
+                break_even=_break_even_text(m) if m.break_even_calls else "-",
             )
             rows.append((_ORDER.get(row.status, 5), index, row))
     rows.sort(key=lambda r: (r[0], r[1]))
@@ -184,8 +230,8 @@ def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str
         f"{headline or 'no timed benchmarks'}" + (f" on `{machine}`" if machine else ""),
         "",
         "| benchmark | mode | median | change vs baseline (95% CI) | verdict | detectable | speedup "
-        "| compile |",
-        "|---|---|---:|---|---|---:|---:|---:|",
+        "| compile | break-even calls |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|",
     ]
     for row in rows:
         verdict = row.verdict
@@ -206,6 +252,7 @@ def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str
             detectable,
             row.speedup,
             _compile_cell(row),
+            row.break_even,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

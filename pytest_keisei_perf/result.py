@@ -32,6 +32,7 @@ NOT_COMPARED: Final = {
     "host-differs": "this host differs from the baseline's",
     "mode": "mode not in the baseline",
     "new": "new benchmark: not at the compared git ref",
+    "compile-state": "compiled in another compile-cache state than the baseline",
 }
 
 
@@ -60,6 +61,16 @@ class ModeResult:
     graph_breaks: int | None = None
     recompiles: int | None = None
     peak_memory_bytes: int | None = None
+    #: Inductor's cache counters of the compile (FX graph, AOT autograd, async compile, Triton
+    #: bundler, autotune), as :func:`._compat.compile_cache_counters` names them.
+    compile_counters: Mapping[str, int] | None = None
+    #: Compile time from an empty cache and from a warm one: this run's, and the other state's
+    #: last measurement on this machine (:mod:`.compile_state`); None where never measured.
+    cold_compile_time_s: float | None = None
+    warm_compile_time_s: float | None = None
+    #: Calls before compiling pays, per cache state: compile time / (eager - compiled per call),
+    #: or ``"never"`` when compiled is not faster than eager.
+    break_even_calls: Mapping[str, float | str] | None = None
 
     @property
     def rounds(self) -> int:

@@ -182,6 +182,7 @@ def run_benchmark(
             compiled_facts = {
                 "compile_time_s": compile_outcome.compile_time_s,
                 "compile_cache": compile_outcome.cache,
+                "compile_counters": compile_outcome.cache_counters,
                 "fallback": compile_outcome.fallback,
                 "fallback_error": compile_outcome.error,
                 "graph_count": compile_outcome.graphs,

@@ -36,6 +36,9 @@ MODES: Final = ("eager", "compiled")
 CONFIRM_RUNS: Final = 4
 #: Fewer baseline runs than this cannot estimate between-run spread (``stats.MIN_BASELINE_RUNS``).
 MIN_BASELINE_RUNS: Final = 3
+#: ``--perf-compile-state``: time compiled code loaded from the persisted cache, compiled from an
+#: empty cache in a fresh process, or both side by side.
+COMPILE_STATES: Final = ("warm", "cold", "both")
 #: Environment variable naming this machine for baseline keys (CI runners of one kind share it).
 MACHINE_ENV: Final = "KEISEI_PERF_MACHINE"
 
@@ -72,6 +75,16 @@ def _int_at_least(low: int) -> Callable[[Any], int]:
             raise ValueError(f"expected an integer, got {raw!r}") from None
         if value < low:
             raise ValueError(f"must be >= {low}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {raw!r}")
         return value
 
     return parse
@@ -157,6 +170,7 @@ class PerfSettings:
     markdown_path: Path | None = None
     plot_dir: Path | None = None
     compile_cache: str | None = None
+    compile_state: str = "warm"
     disable: bool = False
     budget_s: float = 2.0
     rounds: int = 20
@@ -333,6 +347,15 @@ _OPTIONS: Final = (
         "dir, keyed by torch version and threads; 'torch' keeps torch's default; a set "
         "$TORCHINDUCTOR_CACHE_DIR wins over the default)",
         metavar="DIR",
+    ),
+    _Option(
+        "compile_state",
+        "--perf-compile-state",
+        _one_of(COMPILE_STATES),
+        "state of inductor's cache the compiled mode is timed in: warm (loaded from the kept "
+        "cache, the default), cold (compiled from an empty cache in a fresh process) or both "
+        "side by side",
+        metavar="{warm,cold,both}",
     ),
     _Option(
         "fail_inconclusive",

@@ -119,6 +119,8 @@ def worker_command(
         f"--perf-modes={','.join(settings.modes)}",
         f"--perf-compile-backend={settings.compile_backend}",
         f"--perf-baseline-dir={settings.baseline_dir}",
+        # a worker measures one state; "both" is the parent's business
+        f"--perf-compile-state={'cold' if settings.compile_state == 'cold' else 'warm'}",
     ]
     if settings.compile_mode:
         command.append(f"--perf-compile-mode={settings.compile_mode}")
