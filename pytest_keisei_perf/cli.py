@@ -2,8 +2,9 @@
 
 Subcommands: ``baselines`` (what is stored, per machine and benchmark), ``compare`` (two
 ``--perf-json`` reports or baseline files, with the gate's statistics; exit 1 on a regression),
-``prune`` (drop entries whose tests no longer exist) and ``architectures`` (what the model
-registry offers). Exit codes: 0 fine, 1 regression (or a broken architecture), 2 bad input.
+``prune`` (drop entries whose tests no longer exist), ``history`` (an HTML page and PNGs of the
+history, with steps and drifts) and ``architectures`` (what the model registry offers).
+Exit codes: 0 fine, 1 regression (or a broken architecture), 2 bad input.
 """
 
 from __future__ import annotations
@@ -267,6 +268,42 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- history ---------------------------------------------------------------------------------------
+def _cmd_history(args: argparse.Namespace) -> int:
+    from .history import read_history
+    from .history_page import write_page
+    from .plots import PlotUnavailableError
+
+    directory: Path = args.dir
+    paths = sorted(directory.glob("*.history.jsonl")) if directory.is_dir() else []
+    for extra in args.history:
+        if not extra.is_file():
+            raise CliError(f"{extra}: no such history file")
+        paths.append(extra)
+    if not paths:
+        raise CliError(f"no history: no *.history.jsonl in {directory} and no --history file given")
+    entries, problems = [], []
+    for path in paths:
+        found, bad = read_history(path)
+        entries += found
+        problems += bad
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not entries:
+        raise CliError(f"no valid history entry in {', '.join(map(str, paths))}")
+    try:
+        page, changes = write_page(args.out, entries, threshold=args.threshold, problems=problems)
+    except PlotUnavailableError as exc:
+        raise CliError(str(exc).replace("--perf-plot", "keisei-perf history")) from None
+    for change in changes[:20]:
+        print(
+            f"{change.what:5} {change.change:+7.1%}  p={change.p_value:.2g}  {change.benchmark_id} "
+            f"[{change.mode}] {change.kind} on {change.machine}, at {change.at}"
+        )
+    print(f"{len(entries)} entries, {len(changes)} change(s); page written to {page}")
+    return 0
+
+
 # -- architectures ---------------------------------------------------------------------------------
 def _cmd_architectures(args: argparse.Namespace) -> int:
     import keisei_models
@@ -327,6 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     pruning.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
     pruning.add_argument("pytest_args", nargs="*", help="arguments for pytest's collection, e.g. tests/perf")
     pruning.set_defaults(run=_cmd_prune)
+    hist = sub.add_parser(
+        "history",
+        help="draw the history as one self-contained HTML page with PNGs; steps and drifts marked",
+    )
+    hist.add_argument("--dir", type=Path, default=Path("baselines"), help="baseline directory")
+    hist.add_argument(
+        "--history", type=Path, action="append", default=[], help="a --perf-history file (repeatable)"
+    )
+    hist.add_argument("--out", type=Path, default=Path("perf-history"), help="folder for the page")
+    hist.add_argument("--threshold", type=_fraction, default=0.05, help="drift that counts")
+    hist.set_defaults(run=_cmd_history)
     arches = sub.add_parser("architectures", help="list registered architectures with shapes and parameters")
     arches.set_defaults(run=_cmd_architectures)
     return parser

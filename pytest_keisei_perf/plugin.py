@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .baseline import BaselineStore
     from .compile_cache import CompileCache
     from .compile_state import CompileTimes
+    from .history import HistoryEntry
+    from .history_session import SessionHistory
     from .record import RunRecord
     from .result import PerfResult
 
@@ -44,7 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PERF_MARKER_HELP",
+    "PerfDriftWarning",
     "PerfFixture",
+    "PerfHistoryWarning",
     "PerfSession",
     "PerfSpeedupWarning",
     "PerfXdistWarning",
@@ -71,6 +75,14 @@ class PerfSpeedupWarning(pytest.PytestWarning):
 
 class PerfXdistWarning(pytest.PytestWarning):
     """Perf benchmarks ran under pytest-xdist beside other tests, which disturb their timings."""
+
+
+class PerfDriftWarning(pytest.PytestWarning):
+    """A benchmark drifted beyond the threshold along its history, step by small step."""
+
+
+class PerfHistoryWarning(pytest.PytestWarning):
+    """A history line could not be read; it was skipped (and is left as it is)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -141,6 +153,11 @@ class PerfSession:
         self.ref_checkout: RefCheckout | None = None
         #: Last cold and warm compile times per benchmark (the report's compile economics).
         self.compile_times: CompileTimes | None = None
+        #: Baseline history and ``--perf-history`` (not in workers or A/B sessions).
+        self.history: SessionHistory | None = None
+        #: Summaries of this session's gated runs, appended to ``--perf-history`` at the end.
+        self._history_runs: list[HistoryEntry] = []
+        self._history_warned = 0
         #: Fresh-process results per (test, compile state): one worker serves a test's benchmarks.
         self._state_runs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._ab_runs: dict[str, tuple[dict[str, PairedRuns], set[str], dict[str, dict[str, Any]]]] = {}
@@ -189,6 +206,16 @@ class PerfSession:
             self.other_machines = self.store.other_machines()
         except BaselineError as exc:
             raise pytest.UsageError(f"keisei-perf: {exc}") from None
+        from .history_session import SessionHistory
+
+        self.history = SessionHistory(
+            self.settings.baseline_dir,
+            key,
+            torch_version=self.machine.get("torch"),
+            history_path=self.settings.history_path,
+            window=self.settings.drift_window,
+            since=self.settings.drift_since,
+        )
 
     @property
     def gating(self) -> bool:
@@ -343,17 +370,13 @@ class PerfSession:
 
         if self.ref_checkout is not None:
             self.ref_checkout.close()
+        self._keep_session_facts()
         if self.xdist_workers is not None:
             # an xdist worker hands its results to the controller, which reports and re-baselines
             self.config.workeroutput[_WORKEROUTPUT_KEY] = json.dumps(  # type: ignore[attr-defined]
                 [r.to_dict() for r in self.results], default=str
             )
             return
-        if self.compile_times is not None:
-            try:
-                self.compile_times.save()
-            except OSError as exc:
-                self._say(f"keisei-perf: could not keep compile times in {self.compile_times.path}: {exc}")
         if self.reporting and self.results:
             self._write_summaries()
         if self.settings.json_path is None:
@@ -368,6 +391,21 @@ class PerfSession:
             settings=settings,
             results=self.results,
         )
+
+    def _keep_session_facts(self) -> None:
+        """``--perf-history`` lines of this process's gated runs (an xdist worker appends its
+        own), and the compile times seen."""
+        if self.history is not None and self._history_runs:
+            try:
+                added = self.history.append_runs(self._history_runs)
+                self._say(f"keisei-perf: {added} run summaries appended to {self.settings.history_path}")
+            except OSError as exc:
+                self._say(f"keisei-perf: could not append to {self.settings.history_path}: {exc}")
+        if self.compile_times is not None:
+            try:
+                self.compile_times.save()
+            except OSError as exc:
+                self._say(f"keisei-perf: could not keep compile times in {self.compile_times.path}: {exc}")
 
     def _write_summaries(self) -> None:
         """Markdown to ``--perf-markdown`` and ``$GITHUB_STEP_SUMMARY``; pictures to ``--perf-plot``."""
@@ -681,6 +719,8 @@ class PerfSession:
             current, stored, context, label=bench, nodeid=result.nodeid, missing=self._missing(bench)
         )
         failures = [*result.failures, *gate_failures]
+        if state is None:
+            failures += self._check_drift(bench, current, config)
         dropped = speedup_drop(current, stored, threshold=config.threshold, alpha=config.alpha)
         if dropped:
             warnings.warn(PerfSpeedupWarning(f"{bench}: {dropped}"), stacklevel=1)
@@ -694,6 +734,36 @@ class PerfSession:
             if verdict.status == "inconclusive" and self.settings.fail_inconclusive:
                 failures.append(f"{verdict.message} (--perf-fail-inconclusive)")
         return dataclasses.replace(result, verdicts=verdicts, failures=tuple(failures))
+
+    def _check_drift(self, bench: str, current: RunRecord, config: BenchmarkConfig) -> list[str]:
+        """Warn (or, with ``--perf-fail-drift``, fail) on drift along the history; remember this
+        run's summary for ``--perf-history``."""
+        from .compile_state import COLD_MODE
+
+        if self.history is None:
+            return []
+        entry = None
+        if self.settings.history_path is not None:
+            modes = {m: r for m, r in current.modes.items() if m != COLD_MODE}  # another process's
+            run = dataclasses.replace(current, modes=modes)
+            entry = self.history.summary(bench, [run], kind="run", commit=self._git_commit)
+            if entry is not None:
+                self._history_runs.append(entry)
+        failures = []
+        for finding in self.history.drift(bench, config.threshold, entry):
+            warnings.warn(PerfDriftWarning(finding.message), stacklevel=1)
+            if self.settings.fail_drift:
+                failures.append(f"{finding.message} (--perf-fail-drift)")
+        for problem in self.history.problems[self._history_warned :]:
+            warnings.warn(PerfHistoryWarning(f"keisei-perf: {problem}"), stacklevel=1)
+        self._history_warned = len(self.history.problems)
+        return failures
+
+    @functools.cached_property
+    def _git_commit(self) -> str | None:
+        from .baseline import git_commit
+
+        return git_commit(self.config.rootpath)
 
     @functools.cached_property
     def _worker_args(self) -> list[str]:
@@ -840,6 +910,12 @@ class PerfSession:
                         runs[entry["benchmark_id"]].append(run_record(entry, git_commit=commit))
         path = self.store.replace_runs(runs)
         self._say(f"keisei-perf: stored {total} runs of {len(runs)} benchmark(s) in {path}")
+        if self.history is not None:
+            where = self.history.record_update(runs, self.baselines, commit)
+            self._say(f"keisei-perf: history of {len(runs)} benchmark(s) kept in {where}")
+            for bench in runs:
+                for finding in self.history.drift(bench, self.settings.threshold):
+                    self._say(f"keisei-perf: DRIFT: {finding.message}")
         return True
 
 

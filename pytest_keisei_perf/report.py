@@ -24,6 +24,7 @@ __all__ = [
     "table_rows",
     "write_json_atomic",
     "write_json_report",
+    "write_text_atomic",
 ]
 
 #: Version of the --perf-json layout. 1: first release.
@@ -267,12 +268,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
     A crash or a concurrent reader never sees a half-written file.
     """
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False, default=_fallback) + "\n"
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False, default=_fallback)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -171,6 +171,10 @@ class PerfSettings:
     plot_dir: Path | None = None
     compile_cache: str | None = None
     compile_state: str = "warm"
+    history_path: Path | None = None
+    fail_drift: bool = False
+    drift_window: int = 20
+    drift_since: str | None = None
     disable: bool = False
     budget_s: float = 2.0
     rounds: int = 20
@@ -356,6 +360,38 @@ _OPTIONS: Final = (
         "cache, the default), cold (compiled from an empty cache in a fresh process) or both "
         "side by side",
         metavar="{warm,cold,both}",
+    ),
+    _Option(
+        "history_path",
+        "--perf-history",
+        _text,
+        "append every gated run's summary to PATH as one JSON line (keep it in a CI cache, "
+        "artifact or branch); its drift is checked like the baselines'",
+        metavar="PATH",
+        is_path=True,
+    ),
+    _Option(
+        "fail_drift",
+        "--perf-fail-drift",
+        _bool,
+        "a significant drift above the threshold along the history fails the test (default: a "
+        "PerfDriftWarning)",
+        is_flag=True,
+    ),
+    _Option(
+        "drift_window",
+        "--perf-drift-window",
+        _int_at_least(3),
+        "history entries the drift check spans, newest last (default 20)",
+        metavar="N",
+    ),
+    _Option(
+        "drift_since",
+        "--perf-drift-since",
+        _text,
+        "measure drift from the first history entry of this git commit (a prefix will do) "
+        "instead of over --perf-drift-window entries",
+        metavar="COMMIT",
     ),
     _Option(
         "fail_inconclusive",

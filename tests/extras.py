@@ -21,3 +21,21 @@ def need(module: str) -> ModuleType:
         except ImportError as exc:
             pytest.fail(f"{module} is missing but {REQUIRED_ENV}=required: install '.[test]' ({exc})")
     return pytest.importorskip(module)
+
+
+#: Set to ``required`` where a missing browser must fail the browser test (``.ci/run``).
+BROWSER_ENV = "KEISEI_PERF_BROWSER"
+
+
+def need_program(*names: str) -> str:
+    """The path of the first of ``names`` on PATH; skip when none is, unless required here."""
+    import shutil
+
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = f"none of {', '.join(names)} is installed"
+    if os.environ.get(BROWSER_ENV) == "required":
+        pytest.fail(f"{message} but {BROWSER_ENV}=required (apt-get install chromium)")
+    pytest.skip(message)

@@ -262,3 +262,32 @@ def test_compile_state_option_is_validated(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nperf_compile_state = cold\n")
     ok = pytester.runpytest("-p", "no:cacheprovider")
     ok.assert_outcomes(passed=1)
+
+
+def test_cold_state_measures_in_a_fresh_process_with_its_own_empty_cache(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session runs the test body, but the benchmark is timed by a fresh process whose
+    inductor and Triton caches point at a new empty folder, removed when it ends."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    pytester.makepyfile(
+        """
+import os, torch
+
+def test_work(perf):
+    folders = os.environ["TORCHINDUCTOR_CACHE_DIR"], os.environ.get("TRITON_CACHE_DIR", "-")
+    with open("seen.txt", "a") as handle:
+        handle.write(" ".join(folders) + "\\n")
+    perf.benchmark(torch.sin, torch.ones(8))
+"""
+    )
+    fast = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-compile-backend=eager", "--perf-confirm-runs=0")
+    result = pytester.runpytest_subprocess(*fast, "--perf-compile-state=cold", "--perf-json=report.json")
+    result.assert_outcomes(passed=1)
+    session, worker = (line.split() for line in (pytester.path / "seen.txt").read_text().splitlines())
+    assert "keisei-perf/inductor" in session[0]
+    assert Path(worker[0]).name.startswith("keisei-perf-cold-cache-")
+    assert worker[1] == str(Path(worker[0]) / "triton")
+    assert not Path(worker[0]).exists()
+    (entry,) = json.loads((pytester.path / "report.json").read_text())["results"]
+    assert set(entry["modes"]) == {"eager", "compiled"}
