@@ -652,7 +652,7 @@ class PerfSession:
             last_b.update({e["benchmark_id"]: e for e in entries})
             return entries
 
-        def run_a() -> list[dict[str, Any]] | None:
+        def run_ref() -> list[dict[str, Any]] | None:
             return ab.run_ref_worker(
                 checkout,
                 self.config.rootpath / path_part,
@@ -661,6 +661,11 @@ class PerfSession:
                 user_args=user_args,
                 invocation_dir=self.config.invocation_params.dir,
             )
+
+        def run_a() -> list[dict[str, Any]] | None:
+            # REF gets the same warm guarantee as the working tree's processes
+            state = "cold" if self.settings.compile_state == "cold" else "warm"
+            return self._warm_retry(run_ref, f"{item.nodeid} at {self.settings.compare_ref}", state)
 
         pairs, new = ab.gather_pairs(
             item.nodeid,
@@ -786,7 +791,6 @@ class PerfSession:
         """One fresh process over ``nodeid`` in compile-cache ``state`` (the session's by default;
         ``both`` means warm here). A warm run whose compile found the cache empty runs once more:
         its compile has filled the cache, and warm means loaded from it."""
-        from .compile_state import needs_warm_rerun
         from .workers import run_worker
 
         state = state or ("cold" if self.settings.compile_state == "cold" else "warm")
@@ -801,13 +805,23 @@ class PerfSession:
                 user_args=self._worker_args,
             )
 
-        entries = run()
-        if state == "warm" and any(needs_warm_rerun(e) for e in entries):
-            self._note_compile_times(entries)
-            self._say(f"keisei-perf: {nodeid}: the compile cache was cold; measuring again, warm")
-            entries = run()
+        entries = self._warm_retry(run, nodeid, state) or []
         if state == "cold":
             self._note_compile_times(entries)
+        return entries
+
+    def _warm_retry(
+        self, run: Callable[[], list[dict[str, Any]] | None], label: str, state: str
+    ) -> list[dict[str, Any]] | None:
+        """``run()`` a fresh process; once more when it was meant to be warm and its compile
+        found the cache empty (it has filled it since)."""
+        from .compile_state import needs_warm_rerun
+
+        entries = run()
+        if state == "warm" and entries and any(needs_warm_rerun(e) for e in entries):
+            self._note_compile_times(entries)
+            self._say(f"keisei-perf: {label}: the compile cache was cold; measuring again, warm")
+            entries = run()
         return entries
 
     def _note_compile_times(self, entries: Sequence[dict[str, Any]]) -> None:

@@ -291,3 +291,19 @@ def test_work(perf):
     assert not Path(worker[0]).exists()
     (entry,) = json.loads((pytester.path / "report.json").read_text())["results"]
     assert set(entry["modes"]) == {"eager", "compiled"}
+
+
+def test_an_update_on_an_empty_cache_stores_only_warm_runs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first fresh process compiles cold and fills the cache; it is measured again, so every
+    stored run is in the state CI will be in."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("KEISEI_PERF_MACHINE", "warm-box")
+    pytester.makepyfile(INDUCTOR_SUITE)
+    result = pytester.runpytest_subprocess(*INDUCTOR, "--perf-update-baseline", "--perf-baseline-runs=3")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*::test_work: the compile cache was cold; measuring again, warm"])
+    (path,) = (pytester.path / "baselines").glob("warm-box-*.json")
+    (entry,) = json.loads(path.read_text())["benchmarks"].values()
+    assert [run["modes"]["compiled"]["compile_cache"] for run in entry["runs"]] == ["warm"] * 3
