@@ -248,7 +248,8 @@ def verdicts_for(
     nodeid: str,
 ) -> tuple[dict[str, Verdict], list[str]]:
     """Verdict per mode from the pairs; regressions must also be slower in raw time and survive
-    Benjamini-Hochberg (``bh(p)`` -> (rejected, comparisons))."""
+    Benjamini-Hochberg (``bh(p)`` -> (rejected, comparisons); it hears every p-value, so a
+    session's passing comparisons count in the correction like the gate's do)."""
     verdicts: dict[str, Verdict] = {}
     failures: list[str] = []
     for mode in modes:
@@ -260,12 +261,12 @@ def verdicts_for(
             continue
         status = decision.status
         note = ""
+        # every comparison's p-value joins Benjamini-Hochberg, as in the stored-baseline gate
+        rejected, total = bh(decision.p_slower) if decision.p_slower is not None else (True, 0)
         if status == "regression" and raw <= 0:
             status, note = "inconclusive", f"; NOT failed: raw time is {raw:+.1%}"
-        elif status == "regression" and decision.p_slower is not None:
-            rejected, total = bh(decision.p_slower)
-            if not rejected:
-                status, note = "pass", f"; not significant after Benjamini-Hochberg over {total} comparisons"
+        elif status == "regression" and not rejected:
+            status, note = "pass", f"; not significant after Benjamini-Hochberg over {total} comparisons"
         lo, hi = decision.change_ci
         p = decision.p_slower if decision.change >= 0 else decision.p_faster
         now_s, ref_s = (format_duration(median_of_runs(side, mode)) for side in (runs.b, runs.a))

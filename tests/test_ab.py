@@ -130,3 +130,9 @@ def test_paired_decisions_and_early_stop() -> None:
     assert verdicts["eager"].status == "pass"
     assert "not significant after Benjamini-Hochberg over 8 comparisons" in verdicts["eager"].message
     assert failures == []
+    heard: list[float] = []
+    ab.verdicts_for(
+        "t::b", same, ["eager"], ref="main", threshold=0.05, alpha=0.05,
+        bh=lambda p: (heard.append(p), (False, 1))[1], nodeid="t",
+    )  # fmt: skip
+    assert len(heard) == 1  # a passing comparison still counts in the correction
