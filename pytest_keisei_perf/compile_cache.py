@@ -58,6 +58,7 @@ class CompileCache:
         self._temporary = temporary
         self._previous: dict[str, str | None] = {}
         self._active = False
+        self._renewals = 0
 
     @classmethod
     def empty(cls) -> CompileCache:
@@ -77,6 +78,16 @@ class CompileCache:
         # compile leave no trace on disk
         os.environ.update(variables)
         self._active = True
+
+    def renew(self) -> None:
+        """A cold cache only: point inductor and Triton at a new empty subfolder, so the next
+        compile in this process is cold too (several benchmarks of one model in one test would
+        otherwise find each other's artefacts)."""
+        if not (self._temporary and self._active and self.directory is not None):
+            return
+        self._renewals += 1
+        fresh = self.directory / f"benchmark-{self._renewals}"
+        os.environ.update({CACHE_ENV: str(fresh), TRITON_CACHE_ENV: str(fresh / "triton")})
 
     def deactivate(self) -> None:
         if not self._active:

@@ -482,6 +482,8 @@ class PerfSession:
                     else functools.partial(run_benchmark, fn)
                 )
                 bench = benchmark_id(test_id, name)
+                if self.compile_cache is not None:
+                    self.compile_cache.renew()  # a cold worker: each benchmark compiles from empty
                 cold_elsewhere = self.settings.compile_state == "cold" and not self.settings.worker
                 if cold_elsewhere and "compiled" in config.modes and not variants:
                     result = self._fresh_result(item, bench, "cold")

@@ -267,30 +267,36 @@ def test_compile_state_option_is_validated(pytester: pytest.Pytester) -> None:
 def test_cold_state_measures_in_a_fresh_process_with_its_own_empty_cache(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The session runs the test body, but the benchmark is timed by a fresh process whose
-    inductor and Triton caches point at a new empty folder, removed when it ends."""
+    """The session runs the test body, but the benchmarks are timed by a fresh process whose
+    inductor and Triton caches point at a new empty folder, removed when it ends; two benchmarks
+    of one function in one test both compile cold (each gets an empty folder of its own)."""
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     pytester.makepyfile(
         """
 import os, torch
 
+def work(x):
+    return (x * 3.25).sin().cos()
+
 def test_work(perf):
     folders = os.environ["TORCHINDUCTOR_CACHE_DIR"], os.environ.get("TRITON_CACHE_DIR", "-")
     with open("seen.txt", "a") as handle:
         handle.write(" ".join(folders) + "\\n")
-    perf.benchmark(torch.sin, torch.ones(8))
+    perf.benchmark(work, torch.ones(64), name="first")
+    perf.benchmark(work, torch.ones(64), name="again")
 """
     )
-    fast = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-compile-backend=eager", "--perf-confirm-runs=0")
-    result = pytester.runpytest_subprocess(*fast, "--perf-compile-state=cold", "--perf-json=report.json")
+    result = pytester.runpytest_subprocess(*INDUCTOR, "--perf-compile-state=cold", "--perf-json=report.json")
     result.assert_outcomes(passed=1)
     session, worker = (line.split() for line in (pytester.path / "seen.txt").read_text().splitlines())
     assert "keisei-perf/inductor" in session[0]
     assert Path(worker[0]).name.startswith("keisei-perf-cold-cache-")
     assert worker[1] == str(Path(worker[0]) / "triton")
     assert not Path(worker[0]).exists()
-    (entry,) = json.loads((pytester.path / "report.json").read_text())["results"]
-    assert set(entry["modes"]) == {"eager", "compiled"}
+    entries = json.loads((pytester.path / "report.json").read_text())["results"]
+    assert [e["name"] for e in entries] == ["first", "again"]
+    assert [e["modes"]["compiled"]["compile_cache"] for e in entries] == ["cold", "cold"]
+    assert not (pytester.path / ".pytest_cache" / "keisei-perf" / "inductor").exists()  # nothing warm
 
 
 def test_an_update_on_an_empty_cache_stores_only_warm_runs(
