@@ -86,14 +86,10 @@ class SessionHistory:
         added: list[HistoryEntry] = []
         for bench, runs in new_runs.items():
             if bench not in known and old_runs.get(bench):
-                previous = self.summary(
-                    bench, [RunRecord.from_mapping(r) for r in old_runs[bench]], kind="baseline"
-                )
+                previous = self.summary(bench, _records(old_runs[bench]), kind="baseline")
                 if previous is not None:
                     added.append(previous)
-            entry = self.summary(
-                bench, [RunRecord.from_mapping(r) for r in runs], kind="baseline", commit=commit
-            )
+            entry = self.summary(bench, _records(runs), kind="baseline", commit=commit)
             if entry is not None:
                 added.append(entry)
         history.record_update(self.baseline_path, added)
@@ -136,7 +132,10 @@ class SessionHistory:
 
 
 def _records(runs: Sequence[Mapping[str, Any]]) -> list[RunRecord]:
-    return [RunRecord.from_mapping(r) for r in runs]
+    """The runs as records; of a ``--perf-compile-state both`` update only the first state's
+    (warm), so that one series never mixes compile-cache states."""
+    records = [RunRecord.from_mapping(r) for r in runs]
+    return [r for r in records if r.compile_state == records[0].compile_state] if records else []
 
 
 def _describe(

@@ -267,3 +267,23 @@ def test_history_page_in_a_real_browser(tmp_path: Path) -> None:
     lines = [np.array(rgb) / 255 for rgb in ((0x15, 0x65, 0xC0), (0xC6, 0x28, 0x28))]  # the modes' colours
     drawn = sum(np.all(np.abs(pixels - rgb) < 0.05, axis=-1).sum() for rgb in lines)
     assert drawn > 2000  # the plots' lines are on the screen
+
+
+def test_a_both_state_update_keeps_one_state_in_its_history(tmp_path: Path) -> None:
+    from pytest_keisei_perf.history_session import SessionHistory
+
+    def run(level: float, cache: str) -> dict[str, object]:
+        record = make_run({"eager": level, "compiled": level})
+        return {
+            "modes": {m: {"samples_s": list(r.samples_s), "compile_cache": cache if m == "compiled" else None}
+                      for m, r in record.modes.items()},
+            "reference_samples_s": list(record.reference_samples_s),
+        }  # fmt: skip
+
+    keeper = SessionHistory(tmp_path, "box", torch_version="2.13.0", history_path=None, window=20, since=None)
+    runs = [run(v, "warm") for v in (0.0, 0.01, -0.01)] + [run(v, "cold") for v in (0.5, 0.51, 0.49)]
+    keeper.record_update({"b": runs}, {}, commit="abc")
+    (entry,) = read_history(tmp_path / "box.history.jsonl")[0]
+    assert entry.runs == 3
+    assert entry.compile_state == "warm"
+    assert entry.modes["compiled"].statistic == pytest.approx(0.0, abs=1e-9)
