@@ -18,13 +18,13 @@ import json
 import math
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from .locks import lock_beside
+from .record import utc_now
 from .report import write_json_atomic
 
 __all__ = [
@@ -108,7 +108,7 @@ def git_commit(cwd: Path) -> str | None:
 def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str, Any]:
     """One process's measurement of one benchmark (a ``PerfResult.to_dict()``), as stored."""
     return {
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "timestamp": utc_now(),
         "git_commit": git_commit,
         "device": result["device"],
         "threads": result.get("threads"),

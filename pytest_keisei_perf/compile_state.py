@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
+from .record import utc_now
 from .result import ModeResult, PerfResult, Verdict
 
 __all__ = [
@@ -33,15 +33,15 @@ __all__ = [
     "describe_state",
     "measured_states",
     "merge_cold",
+    "missed_cache",
     "needs_warm_rerun",
+    "process_state",
     "state_gap",
     "with_economics",
 ]
 
 #: The mode name of the cold-cache compiled run beside the warm one (``--perf-compile-state both``).
 COLD_MODE: Final = "compiled-cold"
-#: Compiled modes whose compile facts and economics are reported.
-COMPILED_MODES: Final = ("compiled", COLD_MODE)
 #: Layout version of the compile-times file.
 TIMES_VERSION: Final = 1
 
@@ -53,6 +53,16 @@ class PerfCompileStateWarning(pytest.PytestWarning):
 def measured_states(setting: str) -> tuple[str, ...]:
     """The cache states a ``--perf-compile-state`` setting measures: ``both`` is warm and cold."""
     return ("warm", "cold") if setting == "both" else (setting,)
+
+
+def process_state(setting: str) -> str:
+    """The state one process measures in: ``both`` is warm in the session (cold runs elsewhere)."""
+    return measured_states(setting)[0]
+
+
+def missed_cache(state: str | None) -> bool:
+    """Whether a compile in this state found (some of) its graphs missing from the cache."""
+    return state in ("cold", "partly warm")
 
 
 def describe_state(state: str | None) -> str:
@@ -71,7 +81,7 @@ def needs_warm_rerun(result: Mapping[str, Any]) -> bool:
     process now measures the program CI measures every other time.
     """
     compiled = result.get("modes", {}).get("compiled")
-    return compiled is not None and compiled.get("compile_cache") in ("cold", "partly warm")
+    return compiled is not None and missed_cache(compiled.get("compile_cache"))
 
 
 def break_even_calls(compile_time_s: float | None, eager_s: float, compiled_s: float) -> float | str | None:
@@ -105,6 +115,7 @@ class CompileTimes:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._entries: dict[str, dict[str, dict[str, Any]]] = {}
+        self._changed = False
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("version") == TIMES_VERSION and isinstance(data.get("benchmarks"), dict):
@@ -122,8 +133,9 @@ class CompileTimes:
         self._entries.setdefault(result.benchmark_id, {})[compiled.compile_cache] = {
             "seconds": compiled.compile_time_s,
             "condition": _condition(result),
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "when": utc_now(),
         }
+        self._changed = True
 
     def lookup(self, result: PerfResult, state: str) -> float | None:
         entry = self._entries.get(result.benchmark_id, {}).get(state)
@@ -133,9 +145,11 @@ class CompileTimes:
         return float(seconds) if isinstance(seconds, (int, float)) else None
 
     def save(self) -> None:
+        """Write the file, when this session measured a compile time."""
         from .report import write_json_atomic
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._changed:
+            return
         write_json_atomic(self.path, {"version": TIMES_VERSION, "benchmarks": self._entries})
 
 

@@ -17,13 +17,12 @@ import json
 import math
 import os
 import statistics
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .record import RunRecord
+from .record import RunRecord, utc_now
 
 __all__ = [
     "FORMAT",
@@ -35,6 +34,7 @@ __all__ = [
     "history_file",
     "read_history",
     "record_update",
+    "series",
     "summarize",
 ]
 
@@ -152,7 +152,6 @@ def summarize(
     kind: str,
     machine: str,
     torch_version: str | None,
-    timestamp: str | None = None,
     git_commit: str | None = None,
 ) -> HistoryEntry | None:
     """One entry for ``runs`` of one benchmark; None when no run has a usable mode."""
@@ -178,7 +177,7 @@ def summarize(
         kind=kind,
         benchmark_id=benchmark_id,
         machine=machine,
-        timestamp=timestamp or last.timestamp or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        timestamp=last.timestamp or utc_now(),
         runs=len(runs),
         modes=modes,
         git_commit=git_commit or last.git_commit,
@@ -203,10 +202,15 @@ def read_history(path: Path) -> tuple[list[HistoryEntry], list[str]]:
         if not line.strip():
             continue
         try:
-            entries.append(HistoryEntry.from_json(json.loads(line, parse_constant=_reject_constant)))
+            entries.append(_parse(line))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             problems.append(f"{path}:{number}: {exc}; line skipped")
     return entries, problems
+
+
+def _parse(line: str) -> HistoryEntry:
+    """One line's entry; ``ValueError`` (bad JSON included) says what is wrong."""
+    return HistoryEntry.from_json(json.loads(line, parse_constant=_reject_constant))
 
 
 def _reject_constant(name: str) -> Any:
@@ -254,7 +258,7 @@ def record_update(path: Path, entries: Sequence[HistoryEntry], *, max_entries: i
         parsed: list[HistoryEntry | None] = []
         for line in lines:
             try:
-                parsed.append(HistoryEntry.from_json(json.loads(line, parse_constant=_reject_constant)))
+                parsed.append(_parse(line))
             except ValueError:
                 parsed.append(None)
         seen: dict[str, int] = {}

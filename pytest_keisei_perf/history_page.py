@@ -45,14 +45,13 @@ class Change:
 
 @dataclass(frozen=True)
 class SeriesReport:
-    """One benchmark on one machine, one kind of entry, with its steps and drift per mode."""
+    """One benchmark on one machine, one kind of entry, with its steps per mode."""
 
     benchmark_id: str
     machine: str
     kind: str
     entries: list[HistoryEntry]
     steps: dict[str, list[trend.Step]]
-    drifts: dict[str, trend.Drift | None]
 
     @property
     def title(self) -> str:
@@ -77,23 +76,21 @@ def analyse(entries: Sequence[HistoryEntry], *, threshold: float) -> tuple[list[
     for (bench, machine, kind), group in sorted(groups.items()):
         group.sort(key=lambda e: e.timestamp)
         steps: dict[str, list[trend.Step]] = {}
-        drifts: dict[str, trend.Drift | None] = {}
         for mode in dict.fromkeys(m for e in group for m in e.modes):
             having = [e for e in group if mode in e.modes]
             values = [e.modes[mode].statistic for e in having]
             steps[mode] = trend.detect_steps(values)
-            drifts[mode] = trend.drift(values, threshold=threshold)
             for step in steps[mode]:
                 at = _label(having[step.index])
                 changes.append(Change(bench, machine, kind, mode, "step", at, step.change, step.p_value))
-            found = drifts[mode]
+            found = trend.drift(values, threshold=threshold)
             if found is not None and found.flagged:
                 changes.append(
                     Change(
                         bench, machine, kind, mode, "drift", _label(having[0]), found.change, found.p_value
                     )
                 )
-        reports.append(SeriesReport(bench, machine, kind, group, steps, drifts))
+        reports.append(SeriesReport(bench, machine, kind, group, steps))
     changes.sort(key=lambda c: -abs(c.change))
     return reports, changes
 

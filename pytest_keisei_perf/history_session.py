@@ -100,15 +100,13 @@ class SessionHistory:
         """Drifts above ``threshold`` along this benchmark's baseline series and, with
         ``--perf-history``, its run series ending in ``current``."""
         findings: list[DriftFinding] = []
-        mine = [e for e in self.entries if e.machine == self.machine_key and e.benchmark_id == bench]
-        series_by_kind = {"baseline": [e for e in mine if e.kind == "baseline"]}
-        if self.history_path is not None:
-            series_by_kind["run"] = [e for e in mine if e.kind == "run"] + ([current] if current else [])
-        for kind, entries in series_by_kind.items():
-            modes = dict.fromkeys(m for e in entries for m in e.modes)
+        kinds = ("baseline", "run") if self.history_path is not None else ("baseline",)
+        entries = [*self.entries, *([current] if current is not None else [])]
+        modes = dict.fromkeys(m for e in entries if e.benchmark_id == bench for m in e.modes)
+        for kind in kinds:
             for mode in modes:
                 chosen = self._window(
-                    sorted((e for e in entries if mode in e.modes), key=lambda e: e.timestamp)
+                    history.series(entries, bench, mode, kind=kind, machine=self.machine_key)
                 )
                 found = trend.drift([e.modes[mode].statistic for e in chosen], threshold=threshold)
                 if found is not None and found.flagged:

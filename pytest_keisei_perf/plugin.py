@@ -542,9 +542,10 @@ class PerfSession:
         """A run meant to be warm whose compile found the cache empty is measured again in a
         fresh process, which loads what this compile stored: the program every other CI run and
         the baseline time (an empty cache is a new runner, an evicted cache, a moved rootdir)."""
-        from .compile_state import needs_warm_rerun
+        from .compile_state import missed_cache
 
-        if self.settings.worker or not needs_warm_rerun(result.to_dict()):
+        compiled = result.modes.get("compiled")
+        if self.settings.worker or compiled is None or not missed_cache(compiled.compile_cache):
             return result
         if self.compile_times is not None:
             self.compile_times.note(result)  # the cold compile time, for the economics
@@ -642,6 +643,7 @@ class PerfSession:
         self, item: pytest.Item, config: BenchmarkConfig
     ) -> tuple[dict[str, PairedRuns], set[str], dict[str, dict[str, Any]]]:
         from . import ab
+        from .compile_state import process_state
 
         checkout = self.ref_checkout
         assert checkout is not None
@@ -666,7 +668,7 @@ class PerfSession:
 
         def run_a() -> list[dict[str, Any]] | None:
             # REF gets the same warm guarantee as the working tree's processes
-            state = "cold" if self.settings.compile_state == "cold" else "warm"
+            state = process_state(self.settings.compile_state)
             return self._warm_retry(run_ref, f"{item.nodeid} at {self.settings.compare_ref}", state)
 
         pairs, new = ab.gather_pairs(
@@ -793,9 +795,10 @@ class PerfSession:
         """One fresh process over ``nodeid`` in compile-cache ``state`` (the session's by default;
         ``both`` means warm here). A warm run whose compile found the cache empty runs once more:
         its compile has filled the cache, and warm means loaded from it."""
+        from .compile_state import process_state
         from .workers import run_worker
 
-        state = state or ("cold" if self.settings.compile_state == "cold" else "warm")
+        state = state or process_state(self.settings.compile_state)
         target = str(self.config.rootpath / nodeid)  # absolute: the worker runs in the invocation dir
 
         def run() -> list[dict[str, Any]]:

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ModeRun", "RunRecord", "comparability_problem", "median_of_runs"]
+__all__ = ["ModeRun", "RunRecord", "comparability_problem", "median_of_runs", "utc_now"]
+
+
+def utc_now() -> str:
+    """The time stamp runs, history entries and compile times carry: ``2026-11-26T23:01:32Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass(frozen=True)

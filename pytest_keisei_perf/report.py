@@ -146,7 +146,7 @@ def table_rows(results: Sequence[PerfResult]) -> list[_Row]:
                 speedup="fallback" if m.fallback else speedup,
                 compile_time_s=m.compile_time_s,
                 compile_cache=m.compile_cache,
-                break_even=_break_even_text(m) if m.break_even_calls else "-",
+                break_even=_break_even_text(m),
             )
             rows.append((_ORDER.get(row.status, 5), index, row))
     rows.sort(key=lambda r: (r[0], r[1]))

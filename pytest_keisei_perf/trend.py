@@ -53,8 +53,6 @@ class Step:
 class Drift:
     """The change across a window of entries, with its one-sided significance."""
 
-    first: int
-    last: int
     change: float
     p_value: float
     flagged: bool
@@ -145,6 +143,4 @@ def drift(
     z = delta / (sd * math.sqrt(2))
     p = float(sps.norm.sf(z))
     change = math.exp(delta) - 1
-    return Drift(
-        first=0, last=len(values) - 1, change=change, p_value=p, flagged=change > threshold and p < alpha
-    )
+    return Drift(change=change, p_value=p, flagged=change > threshold and p < alpha)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from .compile_state import process_state
 from .settings import PerfSettings
 
 __all__ = ["WORKER_TIMEOUT_S", "WorkerError", "forwarded_args", "run_worker", "worker_command"]
@@ -120,7 +121,7 @@ def worker_command(
         f"--perf-compile-backend={settings.compile_backend}",
         f"--perf-baseline-dir={settings.baseline_dir}",
         # a worker measures one state; "both" is the parent's business
-        f"--perf-compile-state={'cold' if settings.compile_state == 'cold' else 'warm'}",
+        f"--perf-compile-state={process_state(settings.compile_state)}",
     ]
     if settings.compile_mode:
         command.append(f"--perf-compile-mode={settings.compile_mode}")
