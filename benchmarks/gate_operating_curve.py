@@ -5,6 +5,8 @@ Prints, for normalised between-process noise of 3, 5 and 7%:
   (5 baseline runs, 1 stage-1 run, 4 confirmations, threshold 5%, alpha 0.05);
 - a naive ``median > 1.05 x baseline median`` rule on the same runs, for contrast;
 - the session-wide false-alarm rate of 10 benchmarks x 2 modes on identical code (BH at work);
+- the same curve when the host runs 15% faster, or 15% / 30% slower, after the baseline (the
+  reference workload and raw times move together; the normalised statistic does not);
 - the frozen-baseline spread: many fixed baselines, each tested against many identical-code
   runs; mean, 95th percentile and worst per-baseline false-alarm rate.
 
@@ -49,6 +51,13 @@ def main() -> int:
         naive_aa, naive_10 = (naive_rate(scenario, rng, s, args.trials) for s in (0.0, 0.10))
         naive = f"{naive_aa:.1%} / {naive_10:.0%}"
         print(f"| {noise:.0%} | {cells} | {naive} |")
+    print("\nA host-speed shift between baseline and run (3% noise, reference noise 3%):")
+    print(f"| host after the baseline | {header} |")
+    print("|---" * (len(SLOWDOWNS) + 1) + "|")
+    for host in (-0.15, 0.0, 0.15, 0.30):
+        scenario = Scenario(noise=0.03, host_speed=math.log1p(host), reference_noise=0.03)
+        cells = " | ".join(f"{alarm_rate(scenario, rng, s, args.trials):.1%}" for s in SLOWDOWNS)
+        print(f"| {host:+.0%} | {cells} |")
     sessions = max(args.trials // 2, 200)
     for noise in (0.03, 0.07):
         both = Scenario(noise=noise, modes=("eager", "compiled"))

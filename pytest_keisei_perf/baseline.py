@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from .files import write_json_atomic
 from .locks import lock_beside
 from .record import utc_now
-from .report import write_json_atomic
 
 __all__ = [
     "MAX_RUNS",

@@ -146,7 +146,7 @@ class CompileTimes:
 
     def save(self) -> None:
         """Write the file, when this session measured a compile time."""
-        from .report import write_json_atomic
+        from .files import write_json_atomic
 
         if not self._changed:
             return

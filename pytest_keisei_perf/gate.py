@@ -10,6 +10,7 @@ runs of the same compile-cache state (:mod:`.compile_state`).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,9 @@ class GateContext:
     total_comparisons: int
     confirm: Callable[[], Sequence[RunRecord]] | None
     decided_p_values: list[float] = field(default_factory=list)
+    #: Whether the current run was measured in a fresh process, like the baseline's runs (the
+    #: host check may then judge it alone).
+    current_is_fresh: bool = False
 
 
 def _describe(decision: stats.GateDecision, mode: str, label: str, now_s: float, base_s: float) -> str:
@@ -91,6 +95,17 @@ def _not_compared(modes: Sequence[str], reason: str, message: str) -> dict[str, 
     return {m: Verdict(mode=m, status="no-baseline", message=message, not_compared=reason) for m in modes}
 
 
+@dataclass(frozen=True)
+class _Evidence:
+    """What one mode's verdict is made of: the runs on each side and the host check's finding."""
+
+    base_runs: Sequence[RunRecord]
+    now_runs: Sequence[RunRecord]
+    decision: stats.GateDecision
+    host_shift: float | None
+    where: str
+
+
 def decide(
     current: RunRecord,
     runs: Sequence[RunRecord] | None,
@@ -103,123 +118,166 @@ def decide(
     """Verdict per mode and failure messages for one benchmark.
 
     ``missing`` is the (reason, message) to give when ``runs`` is empty. Nothing is compared
-    when the runs were recorded under other conditions, are too few, or when this host's
-    reference workload runs unlike the baseline's host (see :func:`stats.host_shift`).
+    when the runs were recorded under other conditions or are too few. When this host's
+    reference workload runs unlike the baseline's (:func:`stats.host_shift`), the normalisation
+    is not trusted alone: a slowdown must show in raw time too (:func:`_host_rule`).
     """
     modes = list(current.modes)
-    if not runs:
-        return _not_compared(modes, *missing), []
-    if "compiled" in current.modes:
-        state = current.compile_state
-        same_state = [r for r in runs if "compiled" not in r.modes or r.compile_state == state]
-        if not same_state:
-            return _not_compared(modes, "compile-state", _state_message(label, current, runs)), []
-        runs = same_state
-    last = runs[-1]
-    problem = comparability_problem(last, current)
-    if problem:
-        return _not_compared(
-            modes,
-            "incomparable",
-            f"{label}: not compared: the baseline was recorded with {problem}; re-baseline",
-        ), []
-    failures = _compile_facts(label, current, last)
-    base_runs = {m: [r for r in runs if m in r.modes] for m in modes}
-    base_values = {m: [v for v in (r.statistic(m) for r in base_runs[m]) if v is not None] for m in modes}
-    first = {
-        m: stats.compare_runs(base_values[m], [now], threshold=context.threshold, alpha=context.alpha)
-        if len(base_values[m]) >= stats.MIN_BASELINE_RUNS and (now := current.statistic(m)) is not None
-        else None
-        for m in modes
-    }
+    comparable, not_compared = _comparable_runs(current, runs, label, missing)
+    if not_compared is not None:
+        return not_compared, []
+    failures = _compile_facts(label, current, comparable[-1])
+    base_runs = {m: [r for r in comparable if m in r.modes] for m in modes}
+    first = {m: _compare(base_runs[m], [current], m, context) for m in modes}
     confirmed: Sequence[RunRecord] = ()
     if context.confirm is not None and any(
         d is not None and stats.is_suspect(d, context.threshold) for d in first.values()
     ):
         confirmed = context.confirm()
     # The host check compares fresh processes with fresh processes: inside a long-lived session
-    # the reference reads 4-21% off its fresh-process level on the same host (measured on the
-    # main job), so the in-process run is judged only when there are no confirmations at all.
-    judged = list(confirmed) if confirmed else ([current] if context.confirm is None else [])
-    shift = stats.host_shift([r.reference_level for r in runs], [r.reference_level for r in judged])
-    if shift is not None:
-        raw = "; ".join(
-            f"raw {m} median {_raw_change(judged, runs, m):+.1%}"
-            for m in modes
-            if any(m in r.modes for r in runs)
-        )
-        where = f"{len(judged)} fresh process(es)" if confirmed else "this run"
-        message = (
-            f"{label}: not compared: this host differs from the baseline's (reference workload "
-            f"{abs(shift):.0%} {'faster' if shift < 0 else 'slower'} in {where} than in the baseline "
-            f"runs; {raw}); re-baseline on this host"
-        )
-        return _not_compared(modes, "host-differs", message), failures
+    # the reference reads off its fresh-process level on the same host (README, "The host
+    # check"), so an in-session run is judged only when there are no confirmations at all.
+    alone = context.confirm is None or context.current_is_fresh
+    judged = list(confirmed) if confirmed else ([current] if alone else [])
+    shift = stats.host_shift([r.reference_level for r in comparable], [r.reference_level for r in judged])
+    where = f"{len(judged)} fresh process(es)" if confirmed else "this run"
     verdicts: dict[str, Verdict] = {}
     for mode in modes:
         decision = first[mode]
         if decision is None:
-            k = len(base_values[mode])
-            verdicts[mode] = (
-                Verdict(
-                    mode=mode,
-                    status="no-baseline",
-                    message=f"{label} [{mode}]: not compared: mode not in the baseline",
-                    not_compared="mode",
-                )
-                if k == 0
-                else Verdict(
-                    mode=mode,
-                    status="no-baseline",
-                    message=f"{label} [{mode}]: not compared: only {k} baseline run(s); at least "
-                    f"{stats.MIN_BASELINE_RUNS} are needed to estimate noise",
-                    not_compared="too-few-runs",
-                    baseline_runs=k,
-                )
-            )
+            verdicts[mode] = _unmeasured(mode, label, len(base_runs[mode]))
             continue
         now_runs: Sequence[RunRecord] = [current]
-        if stats.is_suspect(decision, context.threshold) and confirmed:
-            fresh_runs = [r for r in confirmed if mode in r.modes]
-            fresh = [v for v in (r.statistic(mode) for r in fresh_runs) if v is not None]
-            if fresh:
-                now_runs = fresh_runs
-                decision = stats.compare_runs(
-                    base_values[mode], fresh, threshold=context.threshold, alpha=context.alpha
-                )
-        raw_change = _raw_change(now_runs, base_runs[mode], mode)
-        status: str = decision.status
-        note = ""
-        if status == "regression" and raw_change <= 0:
-            status = "inconclusive"
-            note = (
-                f"; NOT failed: raw time is {raw_change:+.1%}, so the slowdown exists only relative to the "
-                "reference workload, which ran unlike this benchmark here (another host, or the "
-                "reference was disturbed); re-measure or re-baseline"
-            )
-        elif status == "improvement" and raw_change >= 0:
-            status, note = "pass", f"; not an improvement: raw time is {raw_change:+.1%}"
-        elif status == "regression":
-            assert decision.p_slower is not None
-            if not stats.online_bh_rejects(
-                decision.p_slower, context.decided_p_values, context.total_comparisons, context.alpha
-            ):
-                status = "pass"
-                note = (
-                    f"; not significant after Benjamini-Hochberg over {context.total_comparisons} comparisons"
-                )
-        if decision.p_slower is not None:
-            context.decided_p_values.append(decision.p_slower)
-        now_s = median_of_runs(now_runs, mode)
-        base_s = median_of_runs(base_runs[mode], mode)
-        message = _describe(decision, mode, label, now_s, base_s) + f"; raw {raw_change:+.1%}" + note
-        if decision.detectable_effect is not None and decision.detectable_effect > context.threshold:
-            message += f" (threshold {context.threshold:.0%} is below what this benchmark can detect here)"
-        if status == "regression":
-            message = f"performance regression: {message}\n  {rebaseline_hint(nodeid)}"
-            failures.append(message)
-        verdicts[mode] = decision_verdict(mode, status, message, decision, raw_change)
+        fresh = [r for r in confirmed if mode in r.modes]
+        if stats.is_suspect(decision, context.threshold) and fresh:
+            now_runs = fresh
+            decision = _compare(base_runs[mode], fresh, mode, context) or decision
+        evidence = _Evidence(base_runs[mode], now_runs, decision, shift, where)
+        verdicts[mode] = _verdict(mode, evidence, context, label=label, nodeid=nodeid)
+        if verdicts[mode].status == "regression":
+            failures.append(verdicts[mode].message)
     return verdicts, failures
+
+
+def _comparable_runs(
+    current: RunRecord, runs: Sequence[RunRecord] | None, label: str, missing: tuple[str, str]
+) -> tuple[Sequence[RunRecord], dict[str, Verdict] | None]:
+    """The baseline runs this run compares with, or the not-compared verdicts saying why none."""
+    modes = list(current.modes)
+    if not runs:
+        return (), _not_compared(modes, *missing)
+    if "compiled" in current.modes:
+        state = current.compile_state
+        same_state = [r for r in runs if "compiled" not in r.modes or r.compile_state == state]
+        if not same_state:
+            return (), _not_compared(modes, "compile-state", _state_message(label, current, runs))
+        runs = same_state
+    problem = comparability_problem(runs[-1], current)
+    if problem:
+        message = f"{label}: not compared: the baseline was recorded with {problem}; re-baseline"
+        return (), _not_compared(modes, "incomparable", message)
+    return runs, None
+
+
+def _compare(
+    base: Sequence[RunRecord], now: Sequence[RunRecord], mode: str, context: GateContext, *, raw: bool = False
+) -> stats.GateDecision | None:
+    """The t-test of ``now`` against ``base`` on the normalised (or ``raw``) statistic; None
+    when the baseline has too few runs of ``mode`` or no current run has it."""
+    statistic = RunRecord.raw_statistic if raw else RunRecord.statistic
+    values = {
+        side: [v for v in (statistic(r, mode) for r in runs) if v is not None]
+        for side, runs in (("base", base), ("now", now))
+    }
+    if len(values["base"]) < stats.MIN_BASELINE_RUNS or not values["now"]:
+        return None
+    return stats.compare_runs(values["base"], values["now"], threshold=context.threshold, alpha=context.alpha)
+
+
+def _unmeasured(mode: str, label: str, baseline_runs: int) -> Verdict:
+    """Not compared: the mode is not in the baseline, or it has too few runs to estimate noise."""
+    if baseline_runs == 0:
+        return Verdict(
+            mode=mode,
+            status="no-baseline",
+            message=f"{label} [{mode}]: not compared: mode not in the baseline",
+            not_compared="mode",
+        )
+    return Verdict(
+        mode=mode,
+        status="no-baseline",
+        message=f"{label} [{mode}]: not compared: only {baseline_runs} baseline run(s); at least "
+        f"{stats.MIN_BASELINE_RUNS} are needed to estimate noise",
+        not_compared="too-few-runs",
+        baseline_runs=baseline_runs,
+    )
+
+
+def _host_rule(mode: str, evidence: _Evidence, context: GateContext, label: str) -> Verdict | str | None:
+    """When the reference ran unlike on the baseline's host, the normalisation is not trusted
+    alone: raw and normalised time must agree on whether this is a regression. They agree: the
+    usual verdict stands, with a note (returned). They disagree: this mode is not compared
+    (a verdict). No host shift: None."""
+    shift = evidence.host_shift
+    if shift is None:
+        return None
+    raw = _compare(evidence.base_runs, evidence.now_runs, mode, context, raw=True)
+    moved = (
+        f"reference workload {abs(shift):.0%} {'faster' if shift < 0 else 'slower'} in "
+        f"{evidence.where} than in the baseline runs"
+    )
+    raw_change = _raw_change(evidence.now_runs, evidence.base_runs, mode)
+    raw_text = f"raw {mode} median {raw_change:+.1%}"
+    if raw is not None and raw.p_slower is not None:
+        raw_text += f" (p={raw.p_slower:.3g})"
+    raw_slower = raw is not None and raw.status == "regression"
+    if raw_slower == (evidence.decision.status == "regression"):
+        return f"; {moved}, {raw_text}: raw and normalised time agree (host check)"
+    normalised = evidence.decision.change or 0.0
+    message = (
+        f"{label} [{mode}]: not compared: this host differs from the baseline's ({moved}; {raw_text}, "
+        f"machine-normalised {normalised:+.1%}: they disagree on whether this is a regression); "
+        "re-measure, or re-baseline on this host if the host changed"
+    )
+    return Verdict(mode=mode, status="no-baseline", message=message, not_compared="host-differs")
+
+
+def _verdict(mode: str, evidence: _Evidence, context: GateContext, *, label: str, nodeid: str) -> Verdict:
+    """The verdict tail shared by every stored-baseline comparison: the host rule, the raw-time
+    rule, Benjamini-Hochberg, and the message."""
+    decision = evidence.decision
+    host = _host_rule(mode, evidence, context, label)
+    if isinstance(host, Verdict):
+        return host
+    raw_change = _raw_change(evidence.now_runs, evidence.base_runs, mode)
+    status: str = decision.status
+    note = host or ""
+    if status == "regression" and raw_change <= 0:
+        status = "inconclusive"
+        note += (
+            f"; NOT failed: raw time is {raw_change:+.1%}, so the slowdown exists only relative to the "
+            "reference workload, which ran unlike this benchmark here (another host, or the "
+            "reference was disturbed); re-measure or re-baseline"
+        )
+    elif status == "improvement" and raw_change >= 0:
+        status, note = "pass", note + f"; not an improvement: raw time is {raw_change:+.1%}"
+    elif status == "regression":
+        assert decision.p_slower is not None
+        if not stats.online_bh_rejects(
+            decision.p_slower, context.decided_p_values, context.total_comparisons, context.alpha
+        ):
+            status = "pass"
+            note += f"; not significant after Benjamini-Hochberg over {context.total_comparisons} comparisons"
+    if decision.p_slower is not None:
+        context.decided_p_values.append(decision.p_slower)
+    now_s = median_of_runs(evidence.now_runs, mode)
+    base_s = median_of_runs(evidence.base_runs, mode)
+    message = _describe(decision, mode, label, now_s, base_s) + f"; raw {raw_change:+.1%}" + note
+    if decision.detectable_effect is not None and decision.detectable_effect > context.threshold:
+        message += f" (threshold {context.threshold:.0%} is below what this benchmark can detect here)"
+    if status == "regression":
+        message = f"performance regression: {message}\n  {rebaseline_hint(nodeid)}"
+    return decision_verdict(mode, status, message, decision, raw_change)
 
 
 def decision_verdict(
@@ -259,7 +317,7 @@ def speedup_drop(
     )
     if decision.status != "regression" or decision.p_slower is None:
         return None
-    typical = sorted(before)[len(before) // 2]
+    typical = statistics.median(before)
     return (
         f"compiled/eager speedup dropped from {typical:.2f}x (baseline median of {len(before)} runs) to "
         f"{now:.2f}x, p={decision.p_slower:.3g}: torch.compile pays less than it did"

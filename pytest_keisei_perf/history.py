@@ -246,8 +246,8 @@ def record_update(path: Path, entries: Sequence[HistoryEntry], *, max_entries: i
     The file is rewritten atomically (under the caller's lock); lines that are not valid
     entries are kept verbatim where they were.
     """
+    from .files import write_text_atomic
     from .locks import lock_beside
-    from .report import write_text_atomic
 
     with lock_beside(path):
         try:

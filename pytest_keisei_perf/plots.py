@@ -8,6 +8,7 @@ through pyplot, so the user's backend and global state stay untouched.
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -83,7 +84,7 @@ def _benchmark_figure(result: PerfResult, runs: Sequence[Mapping[str, Any]]) -> 
             colour = _COLOURS.get(status, "#000000") if label == "now" else "#9e9e9e"
             jitter = [x + ((i * 0.618) % 1 - 0.5) * 0.4 for i in range(len(samples))]
             ax.scatter(jitter, samples, s=10, alpha=0.7, color=colour)
-            median = sorted(samples)[len(samples) // 2]
+            median = statistics.median(samples)
             ax.hlines(median, x - 0.3, x + 0.3, color="black", linewidth=1.5)
         ax.set_xticks(range(len(groups)), [label for label, _ in groups])
         ax.set_ylabel("time per call (ms)")

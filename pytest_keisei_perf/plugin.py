@@ -103,6 +103,14 @@ def pytest_configure(config: pytest.Config) -> None:
             require_matplotlib()
         except PlotUnavailableError as exc:
             raise pytest.UsageError(f"keisei-perf: {exc}") from None
+    if settings.compare_ref and settings.history_path is not None and not settings.worker:
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(
+                f"keisei-perf: --perf-history {settings.history_path} is not recorded in an A/B run "
+                "(--perf-compare-ref): its verdicts compare two commits, not this one with its history"
+            ),
+            stacklevel=2,
+        )
     session = PerfSession(config, settings)
     config.stash[session_key] = session
     config.pluginmanager.register(session, "keisei_perf_session")
@@ -365,7 +373,7 @@ class PerfSession:
             session.testsfailed += 1
         return outcome
 
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from .report import write_json_report
 
         if self.ref_checkout is not None:
@@ -385,12 +393,16 @@ class PerfSession:
             k: (str(v) if not isinstance(v, (int, float, bool, str, tuple, type(None))) else v)
             for k, v in dataclasses.asdict(self.settings).items()
         }
-        write_json_report(
-            self.settings.json_path,
-            machine=self.machine if self._active else {},
-            settings=settings,
-            results=self.results,
-        )
+        try:
+            write_json_report(
+                self.settings.json_path,
+                machine=self.machine if self._active else {},
+                settings=settings,
+                results=self.results,
+            )
+        except OSError as exc:  # the results table still prints; the session fails
+            self._say(f"keisei-perf: could not write the JSON report {self.settings.json_path}: {exc}")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _keep_session_facts(self) -> None:
         """``--perf-history`` lines of this process's gated runs (an xdist worker appends its
@@ -484,9 +496,12 @@ class PerfSession:
                 bench = benchmark_id(test_id, name)
                 if self.compile_cache is not None:
                     self.compile_cache.renew()  # a cold worker: each benchmark compiles from empty
-                cold_elsewhere = self.settings.compile_state == "cold" and not self.settings.worker
-                if cold_elsewhere and "compiled" in config.modes and not variants:
-                    result = self._fresh_result(item, bench, "cold")
+                fresh_state = self._fresh_state(bench, config, variants)
+                if fresh_state is not None:
+                    result = dataclasses.replace(
+                        self._fresh_result(item, bench, fresh_state, order=list(variants or ())),
+                        test_id=test_id,
+                    )
                 else:
                     try:
                         result = measure(
@@ -517,26 +532,60 @@ class PerfSession:
             pytest.fail("\n".join(result.failures), pytrace=False)
         return result
 
-    def _fresh_result(self, item: pytest.Item, bench: str, state: str) -> PerfResult:
+    def _fresh_state(
+        self, bench: str, config: BenchmarkConfig, variants: Mapping[str, Callable[..., Any]] | None
+    ) -> str | None:
+        """The compile state to measure ``bench`` in, in a fresh process; None to measure here.
+
+        A gated benchmark with baseline runs is measured in a fresh process, like those runs: an
+        in-session run differs from fresh processes systematically (README, "The host check,
+        measured"), which made stage 1 flag identical code or miss real slowdowns. A cold state
+        needs an empty cache, which only a fresh process has.
+        """
+        from .compile_state import process_state
+
+        if self.settings.worker:
+            return None
+        if self.settings.compile_state == "cold" and "compiled" in config.modes and not variants:
+            return "cold"
+        if self.gating and self.baselines.get(bench):
+            return process_state(self.settings.compile_state)
+        return None
+
+    def _fresh_result(
+        self, item: pytest.Item, bench: str, state: str, order: Sequence[str] = ()
+    ) -> PerfResult:
         """``bench`` measured in a fresh process in compile-cache ``state``; one process per test
-        and state serves all the test's benchmarks."""
+        and state serves all the test's benchmarks. A benchmark that failed or went missing
+        there fails here, with the process's words."""
         from .result import PerfResult
-        from .workers import WorkerError
+        from .workers import WorkerError, entry_problem
 
         key = (item.nodeid, state)
+        problem = None
         if key not in self._state_runs:
-            problem = None
             try:
-                entries = self._run_worker(item.nodeid, None, state=state)
+                entries = self._run_worker(item.nodeid, [bench], state=state, others=True)
+                self._state_runs[key] = {e["benchmark_id"]: e for e in entries}
             except WorkerError as exc:
                 problem = str(exc)
-            if problem is not None:  # outside the except block: no chained traceback
-                pytest.fail(f"{bench}: measuring with a {state} compile cache failed: {problem}", False)
-            self._state_runs[key] = {e["benchmark_id"]: e for e in entries}
-        entry = self._state_runs[key].get(bench)
-        if entry is None:
-            pytest.fail(f"{bench}: the fresh {state}-cache process gave no result for it", pytrace=False)
-        return dataclasses.replace(PerfResult.from_dict(entry), verdicts={}, failures=())
+        entry = self._state_runs.get(key, {}).get(bench)
+        if problem is None and entry is None:
+            problem = "the fresh process gave no result for it"
+        elif problem is None and entry is not None:
+            problem = entry_problem(entry)
+        if problem is not None:  # outside the except block: no chained traceback
+            pytest.fail(
+                f"{bench}: measuring in a fresh process ({state} compile cache) failed: {problem}", False
+            )
+        assert entry is not None
+        result = PerfResult.from_dict(entry)
+        # the report stores modes sorted by name: give them back in the order they run here
+        ran = [*order, *item.stash[_config_key].modes]
+        modes = dict(
+            sorted(result.modes.items(), key=lambda kv: ran.index(kv[0]) if kv[0] in ran else len(ran))
+        )
+        return dataclasses.replace(result, modes=modes, verdicts={}, failures=())
 
     def _warm_for_sure(self, item: pytest.Item, bench: str, result: PerfResult) -> PerfResult:
         """A run meant to be warm whose compile found the cache empty is measured again in a
@@ -706,6 +755,7 @@ class PerfSession:
 
         ``state`` is the compile-cache state confirmations re-measure in (the session's own by
         default)."""
+        from .compile_state import process_state
         from .gate import GateContext, decide, speedup_drop
         from .record import RunRecord
         from .result import Verdict
@@ -723,6 +773,8 @@ class PerfSession:
             total_comparisons=max(self.expected_comparisons, len(self._decided_p_values) + len(result.modes)),
             confirm=self._confirmer(result, state) if self.settings.confirm_runs > 0 else None,
             decided_p_values=self._decided_p_values,
+            current_is_fresh=(result.nodeid, state or process_state(self.settings.compile_state))
+            in self._state_runs,
         )
         verdicts, gate_failures = decide(
             current, stored, context, label=bench, nodeid=result.nodeid, missing=self._missing(bench)
@@ -790,7 +842,7 @@ class PerfSession:
         )
 
     def _run_worker(
-        self, nodeid: str, wanted: Sequence[str] | None, state: str | None = None
+        self, nodeid: str, wanted: Sequence[str] | None, state: str | None = None, others: bool = False
     ) -> list[dict[str, Any]]:
         """One fresh process over ``nodeid`` in compile-cache ``state`` (the session's by default;
         ``both`` means warm here). A warm run whose compile found the cache empty runs once more:
@@ -807,6 +859,7 @@ class PerfSession:
                 dataclasses.replace(self.settings, compile_state=state),
                 cwd=self.config.invocation_params.dir,
                 wanted=wanted,
+                others=others,
                 user_args=self._worker_args,
             )
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from .files import write_json_atomic
 from .result import NOT_COMPARED, ModeResult, PerfResult, Verdict
 
 __all__ = [
@@ -22,9 +20,7 @@ __all__ = [
     "not_compared_lines",
     "summary_lines",
     "table_rows",
-    "write_json_atomic",
     "write_json_report",
-    "write_text_atomic",
 ]
 
 #: Version of the --perf-json layout. 1: first release.
@@ -261,40 +257,6 @@ def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str
 
 def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as sorted, indented JSON via a temporary file and ``os.replace``.
-
-    A crash or a concurrent reader never sees a half-written file.
-    """
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False, default=_fallback) + "\n"
-    write_text_atomic(path, text)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fallback(value: Any) -> Any:
-    if isinstance(value, (tuple, set, frozenset)):
-        return list(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)
 
 
 def _finite(value: Any) -> Any:

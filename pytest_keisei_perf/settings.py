@@ -468,7 +468,60 @@ def resolve_settings(config: pytest.Config) -> PerfSettings:
             raise pytest.UsageError(f"keisei-perf: invalid {where}: {exc}") from None
         values[opt.dest] = (base / value) if opt.is_path else value
     values.setdefault("baseline_dir", config.rootpath / "baselines")
-    return PerfSettings(**values)
+    settings = PerfSettings(**values)
+    if not settings.worker:
+        _check_contradictions(settings)
+        _check_writable(settings)
+    return settings
+
+
+def _check_contradictions(settings: PerfSettings) -> None:
+    """Options that cannot both hold are a usage error before anything is measured."""
+    if settings.compare_ref and settings.update_baseline:
+        raise pytest.UsageError(
+            "keisei-perf: --perf-compare-ref and --perf-update-baseline contradict each other: an A/B "
+            "run reads and writes no baseline; run the update on its own"
+        )
+    if settings.compare_ref and settings.disable:
+        raise pytest.UsageError(
+            "keisei-perf: --perf-compare-ref and --perf-disable contradict each other: a smoke run "
+            "times nothing to compare"
+        )
+
+
+def _check_writable(settings: PerfSettings) -> None:
+    """Every file this session will write can be written: checked now, not after the measuring."""
+    targets: list[tuple[str, Path, bool]] = [
+        ("--perf-json", p, False) for p in [settings.json_path] if p is not None
+    ]
+    targets += [("--perf-markdown", p, False) for p in [settings.markdown_path] if p is not None]
+    targets += [("--perf-history", p, False) for p in [settings.history_path] if p is not None]
+    targets += [("--perf-plot", p, True) for p in [settings.plot_dir] if p is not None]
+    if settings.update_baseline:
+        targets.append(("--perf-baseline-dir", settings.baseline_dir, True))
+    for flag, path, is_dir in targets:
+        problem = _unwritable(path, is_dir=is_dir)
+        if problem:
+            raise pytest.UsageError(f"keisei-perf: {flag} {path}: {problem}")
+
+
+def _unwritable(path: Path, *, is_dir: bool) -> str | None:
+    """Why ``path`` (a file, or a folder when ``is_dir``) cannot be written, or None."""
+    if path.exists():
+        if is_dir and not path.is_dir():
+            return "is a file, not a folder"
+        if not is_dir and path.is_dir():
+            return "is a folder, not a file"
+        folder = path if is_dir else path.parent
+    else:
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"cannot be created: {folder} is a file"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be written: {folder} is not writable"
+    return None
 
 
 # -- per-test configuration ---------------------------------------------------------------------

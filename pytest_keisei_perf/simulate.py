@@ -20,18 +20,22 @@ from .record import ModeRun, RunRecord
 
 __all__ = ["Scenario", "alarm_rate", "make_run", "session_regressions"]
 
+#: Simulated runs compare only among themselves; any one version does (importing the real one
+#: would import torch).
+_REFERENCE_VERSION = 3
 #: Rounds per simulated run; each round carries the run's level (the statistic is a median).
 _ROUNDS = 5
 
 
-def make_run(levels: dict[str, float]) -> RunRecord:
-    """A run whose normalised log statistic in each mode is ``levels[mode]`` (reference at 1 s)."""
+def make_run(levels: dict[str, float], reference_s: float = 1.0) -> RunRecord:
+    """A run whose normalised log statistic in each mode is ``levels[mode]``, on a machine whose
+    reference workload took ``reference_s`` (raw times move with it)."""
     return RunRecord(
-        modes={m: ModeRun(samples_s=(math.exp(v),) * _ROUNDS) for m, v in levels.items()},
-        reference_samples_s=(1.0,) * _ROUNDS,
+        modes={m: ModeRun(samples_s=(math.exp(v) * reference_s,) * _ROUNDS) for m, v in levels.items()},
+        reference_samples_s=(reference_s,) * _ROUNDS,
         device="cpu",
         compile_kwargs={},
-        reference_version=2,
+        reference_version=_REFERENCE_VERSION,
     )
 
 
@@ -48,18 +52,34 @@ class Scenario:
     #: Residual drift of the normalised statistic per run, in log units: baseline run i sits at
     #: ``i * drift``, later runs at ``baseline_runs * drift`` (the machine kept drifting).
     drift: float = 0.0
+    #: How much slower (log units) the host runs after the baseline: the reference workload and
+    #: raw times of later runs move together by this much (the normalised statistic does not).
+    host_speed: float = 0.0
+    #: Between-process sd of the reference's own log level (0: the reference reads the machine
+    #: exactly, as in the runs above).
+    reference_noise: float = 0.0
 
-    def draw(self, rng: np.random.Generator, slowdown: float = 0.0, shift: float | None = None) -> RunRecord:
+    def draw(
+        self,
+        rng: np.random.Generator,
+        slowdown: float = 0.0,
+        shift: float | None = None,
+        *,
+        later: bool = True,
+    ) -> RunRecord:
         """One process: offset + occasional heavy-tailed spike, per mode."""
         shift = self.baseline_runs * self.drift if shift is None else shift
         levels = {}
         for mode in self.modes:
             spike = 0.5 * self.noise * rng.standard_t(3) if rng.random() < 0.2 else 0.0
             levels[mode] = math.log1p(slowdown) + shift + rng.normal(0, self.noise) + spike
-        return make_run(levels)
+        reference = self.host_speed if later else 0.0
+        if self.reference_noise > 0:
+            reference += rng.normal(0, self.reference_noise)
+        return make_run(levels, math.exp(reference))
 
     def baseline(self, rng: np.random.Generator) -> list[RunRecord]:
-        return [self.draw(rng, shift=i * self.drift) for i in range(self.baseline_runs)]
+        return [self.draw(rng, shift=i * self.drift, later=False) for i in range(self.baseline_runs)]
 
 
 def session_regressions(

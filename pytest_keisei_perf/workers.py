@@ -164,9 +164,11 @@ def run_worker(
     timeout_s: float = WORKER_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
     allow_missing: bool = False,
+    others: bool = False,
 ) -> list[dict[str, Any]]:
     """Run one fresh process over ``nodeids``; its results, one for each benchmark id in ``wanted``
-    (every result when ``wanted`` is None).
+    (every result when ``wanted`` is None), followed with ``others`` by the rest of its results,
+    unchecked (whoever reads one of those checks it: :func:`entry_problem`).
 
     Raises :class:`WorkerError` when the process times out, writes no report, or a wanted
     benchmark is missing, failed or was not timed there. With ``allow_missing``, a process that
@@ -197,14 +199,25 @@ def run_worker(
     if allow_missing and not by_id and proc.returncode in (4, 5):
         return []
     delivered = []
-    for bench in wanted if wanted is not None else list(by_id):
+    checked = list(wanted) if wanted is not None else list(by_id)
+    for bench in checked:
         entry = by_id.get(bench)
         if entry is None:
             raise WorkerError(
                 f"worker process (exit {proc.returncode}) yielded no result for {bench}:\n{_tail(output)}"
             )
-        if entry["failures"] or entry["disabled"]:
-            why = "; ".join(entry["failures"]) or "it was not timed"
-            raise WorkerError(f"{bench} failed in the worker process: {why}")
+        problem = entry_problem(entry)
+        if problem:
+            raise WorkerError(problem)
         delivered.append(entry)
+    if others:
+        delivered += [entry for bench, entry in by_id.items() if bench not in checked]
     return delivered
+
+
+def entry_problem(entry: Mapping[str, Any]) -> str | None:
+    """Why a worker's result for one benchmark cannot stand for a measurement, or None."""
+    if entry["failures"] or entry["disabled"]:
+        why = "; ".join(entry["failures"]) or "it was not timed"
+        return f"{entry['benchmark_id']} failed in the worker process: {why}"
+    return None

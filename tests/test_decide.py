@@ -261,3 +261,44 @@ def test_compile_fact_messages_name_the_fact() -> None:
     assert failures == [
         "b [compiled]: torch.compile failed and fell back to eager, but the baseline compiled: unknown error"
     ]
+
+
+def test_slower_in_raw_and_normalised_time_is_a_regression_whatever_the_reference_did() -> None:
+    """Issue 23's miss: the same host under load (reference +15%) and 25% more work (raw +44%)
+    read as "this host differs" and passed; raw and normalised time agree, so it fails."""
+    slower_host = [_run(math.log(1.25) + d, ref=1.15) for d in (0.01, -0.01, 0.0, 0.005)]
+    verdicts, failures = decide(
+        slower_host[0], BASE, _context(confirm=lambda: slower_host), label="b", nodeid="t::b"
+    )
+    verdict = verdicts["eager"]
+    assert (verdict.status, verdict.not_compared) == ("regression", None)
+    assert "reference workload 15% slower in 4 fresh process(es)" in verdict.message
+    assert "raw and normalised time agree (host check)" in verdict.message
+    assert failures
+    assert failures[0].startswith("performance regression: b [eager]")
+
+
+def test_a_shifted_reference_that_raw_time_contradicts_is_not_compared() -> None:
+    """Normalised +25%, but the reference ran 20% faster and raw time is unchanged: the
+    normalisation alone cannot fail anyone across hosts."""
+    other_host = [_run(math.log(1.25) + d, ref=0.8) for d in (0.01, -0.01, 0.0, 0.005)]
+    verdicts, failures = decide(
+        other_host[0], BASE, _context(confirm=lambda: other_host), label="b", nodeid="t::b"
+    )
+    verdict = verdicts["eager"]
+    assert (verdict.status, verdict.not_compared) == ("no-baseline", "host-differs")
+    assert "they disagree on whether this is a regression" in verdict.message
+    assert failures == []
+
+
+def test_a_shifted_reference_with_raw_and_normalised_agreeing_keeps_the_usual_verdict() -> None:
+    """Reference 20% slower, raw time +2%: neither side says regression, so the verdict stands
+    (here: pass, and not an improvement either), with the host check's numbers in the message."""
+    runs = [_run(math.log(1.02 / 1.2) + d, ref=1.2) for d in (0.01, -0.01, 0.0, 0.005)]
+    verdicts, failures = decide(runs[0], BASE, _context(), label="b", nodeid="t")
+    verdict = verdicts["eager"]
+    assert (verdict.status, verdict.not_compared) == ("pass", None)
+    assert "reference workload 20% slower in this run than in the baseline runs" in verdict.message
+    assert "raw and normalised time agree (host check)" in verdict.message
+    assert "not an improvement: raw time is +" in verdict.message
+    assert failures == []

@@ -194,9 +194,10 @@ def test_every_reason_for_not_comparing_is_said_without_v(project: pytest.Pytest
             "keisei-perf: NOT COMPARED (too few baseline runs): 1 benchmark(s), 2 mode(s); e.g. "
             "test_work.py::test_graphs [[]*[]]: not compared: only 2 baseline run(s); at least 3 *",
             "keisei-perf: NOT COMPARED (this host differs from the baseline's): 1 benchmark(s), 1 mode(s); "
-            "e.g. test_work.py::test_busy: not compared: this host differs from the baseline's (reference "
-            "workload *% faster in 4 fresh process(es) than in the baseline runs; raw eager median *); "
-            "re-baseline on this host",
+            "e.g. test_work.py::test_busy [[]eager[]]: not compared: this host differs from the baseline's "
+            "(reference workload *% faster in 4 fresh process(es) than in the baseline runs; raw eager "
+            "median *, machine-normalised *: they disagree on whether this is a regression); re-measure, or "
+            "re-baseline on this host if the host changed",
         ]
     )
     failed = project.runpytest(*FAST, "--perf-require-baseline")

@@ -109,7 +109,7 @@ def test_crash(perf):
     assert not list((pytester.path / "baselines").glob("*.json"))
 
 
-def test_a_worker_that_yields_no_result_fails_the_confirmation(
+def test_a_fresh_process_that_yields_no_result_fails_the_test(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KEISEI_PERF_MACHINE", "skip-box")
@@ -133,7 +133,7 @@ def test_flaky(perf):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
-            "*::test_flaky: could not confirm a suspected regression: worker process "
+            "*::test_flaky: measuring in a fresh process (warm compile cache) failed: worker process "
             "(exit 0) yielded no result for *::test_flaky:*",
             "*1 skipped in *",  # the worker's own last lines
         ]

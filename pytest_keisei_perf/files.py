@@ -1,0 +1,50 @@
+"""Files written whole or not at all: JSON and text through a temporary file and ``os.replace``.
+
+Storage (baselines, history, compile times) and presentation (reports, pages) both write files;
+they share these writers, so storage never imports presentation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_json_atomic", "write_text_atomic"]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as sorted, indented JSON via a temporary file and ``os.replace``.
+
+    A crash or a concurrent reader never sees a half-written file.
+    """
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False, default=_fallback) + "\n"
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)

@@ -1,0 +1,107 @@
+"""Bad input met on purpose: contradicting options and unwritable paths are usage errors before
+anything is measured, and a report that cannot be written still leaves the table and a red exit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+FAST = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-modes=eager", "-p", "no:cacheprovider")
+
+BUSY = """
+import pytest
+
+@pytest.mark.perf
+def test_busy(perf):
+    perf.benchmark(sum, range(2000))
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--perf-compare-ref=HEAD", "--perf-update-baseline"),
+            "*--perf-compare-ref and --perf-update-baseline*",
+        ),
+        (("--perf-compare-ref=HEAD", "--perf-disable"), "*--perf-compare-ref and --perf-disable contradict*"),
+    ],
+)
+def test_contradicting_options_are_usage_errors(
+    pytester: pytest.Pytester, args: tuple[str, ...], message: str
+) -> None:
+    pytester.makepyfile(BUSY)
+    result = pytester.runpytest(*FAST, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*keisei-perf: {message}"])
+    assert "keisei-perf results" not in result.stdout.str()  # nothing was measured
+
+
+def test_unwritable_paths_are_named_at_the_start(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(BUSY)
+    (pytester.path / "a_file").write_text("")
+    (pytester.path / "a_folder").mkdir()
+    cases = [
+        ((f"--perf-json={pytester.path / 'a_folder'}",), "--perf-json * is a folder, not a file"),
+        (
+            ("--perf-update-baseline", f"--perf-baseline-dir={pytester.path / 'a_file'}"),
+            "--perf-baseline-dir * is a file, not a folder",
+        ),
+        (
+            (f"--perf-markdown={pytester.path / 'a_file' / 'summary.md'}",),
+            "--perf-markdown * cannot be created: * is a file",
+        ),
+    ]
+    for args, message in cases:
+        result = pytester.runpytest(*FAST, *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines([f"*keisei-perf: {message}*"])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions")
+def test_a_read_only_baseline_folder_is_named(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(BUSY)
+    folder = pytester.path / "baselines"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        result = pytester.runpytest(*FAST, "--perf-update-baseline")
+    finally:
+        folder.chmod(0o755)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-baseline-dir * cannot be written: * is not writable*"])
+
+
+def test_a_report_that_cannot_be_written_keeps_the_table_and_fails(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path was fine at the start and went away during the run."""
+    pytester.makepyfile(BUSY)
+    report = pytester.path / "out" / "report.json"
+
+    def vanish(path: Path, **_: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("pytest_keisei_perf.report.write_json_report", vanish)
+    result = pytester.runpytest(*FAST, f"--perf-json={report}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    out = result.stdout.str()
+    assert "keisei-perf results" in out
+    assert f"keisei-perf: could not write the JSON report {report}: [Errno 13] Permission denied" in out
+
+
+def test_history_in_an_ab_run_says_it_is_not_recorded(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(BUSY)
+    result = pytester.runpytest(
+        *FAST,
+        "--perf-compare-ref=HEAD",
+        f"--perf-history={pytester.path / 'h.jsonl'}",
+        "--co",
+        "-W",
+        "default",
+    )
+    result.stdout.fnmatch_lines(
+        ["*PytestConfigWarning: keisei-perf: --perf-history * is not recorded in an A/B run*"]
+    )
