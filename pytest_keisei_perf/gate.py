@@ -129,17 +129,20 @@ def decide(
     failures = _compile_facts(label, current, comparable[-1])
     base_runs = {m: [r for r in comparable if m in r.modes] for m in modes}
     first = {m: _compare(base_runs[m], [current], m, context) for m in modes}
+    levels = [r.reference_level for r in comparable]
+    suspect = any(d is not None and stats.is_suspect(d, context.threshold) for d in first.values())
+    # one fresh process whose reference moved is re-measured too: one busy moment must not
+    # decide that the host differs
+    moved = context.current_is_fresh and stats.host_shift(levels, [current.reference_level]) is not None
     confirmed: Sequence[RunRecord] = ()
-    if context.confirm is not None and any(
-        d is not None and stats.is_suspect(d, context.threshold) for d in first.values()
-    ):
+    if context.confirm is not None and (suspect or moved):
         confirmed = context.confirm()
     # The host check compares fresh processes with fresh processes: inside a long-lived session
     # the reference reads off its fresh-process level on the same host (README, "The host
     # check"), so an in-session run is judged only when there are no confirmations at all.
     alone = context.confirm is None or context.current_is_fresh
     judged = list(confirmed) if confirmed else ([current] if alone else [])
-    shift = stats.host_shift([r.reference_level for r in comparable], [r.reference_level for r in judged])
+    shift = stats.host_shift(levels, [r.reference_level for r in judged])
     where = f"{len(judged)} fresh process(es)" if confirmed else "this run"
     verdicts: dict[str, Verdict] = {}
     for mode in modes:

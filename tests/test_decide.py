@@ -302,3 +302,23 @@ def test_a_shifted_reference_with_raw_and_normalised_agreeing_keeps_the_usual_ve
     assert "raw and normalised time agree (host check)" in verdict.message
     assert "not an improvement: raw time is +" in verdict.message
     assert failures == []
+
+
+def test_one_fresh_run_beside_a_moved_reference_is_re_measured_before_the_host_is_blamed() -> None:
+    """The gated run is a fresh process; its reference alone ran 50% slower (a busy moment).
+    The confirmations, on the same host as the baseline, decide: a pass, not "host differs"."""
+    calls: list[int] = []
+
+    def confirm() -> list[RunRecord]:
+        calls.append(1)
+        return [_run(v) for v in (0.002, -0.004, 0.001, 0.0)]
+
+    busy = _run(-math.log(1.5) + 0.1, ref=1.5)  # raw +10%, normalised -30%: they disagree
+    context = dataclasses.replace(_context(confirm=confirm), current_is_fresh=True)
+    verdicts, failures = decide(busy, BASE, context, label="b", nodeid="t")
+    assert calls == [1]
+    assert (verdicts["eager"].status, verdicts["eager"].not_compared) == ("pass", None)
+    assert failures == []
+    alone = dataclasses.replace(_context(confirm=None), current_is_fresh=True)
+    verdicts, _ = decide(busy, BASE, alone, label="b", nodeid="t")
+    assert verdicts["eager"].not_compared == "host-differs"  # nothing to re-measure with
