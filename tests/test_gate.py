@@ -183,8 +183,10 @@ def test_every_reason_for_not_comparing_is_said_without_v(project: pytest.Pytest
 
     _edit_baseline(project, edit)
     # test_busy now reads ~3x slower against its edited baseline: a suspect, re-measured in fresh
-    # processes, whose reference is then compared with the baseline's
-    result = project.runpytest(*FAST)
+    # processes, whose reference is then compared with the baseline's. Its raw time is unchanged,
+    # but a 300 us call on 3 baseline runs can read +30% raw by chance (p~0.02 once in CI): the
+    # threshold keeps that noise from making raw time "agree" with the normalised +200%.
+    result = project.runpytest(*FAST, "--perf-threshold=0.5")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         [
@@ -200,7 +202,7 @@ def test_every_reason_for_not_comparing_is_said_without_v(project: pytest.Pytest
             "re-baseline on this host if the host changed",
         ]
     )
-    failed = project.runpytest(*FAST, "--perf-require-baseline")
+    failed = project.runpytest(*FAST, "--perf-require-baseline", "--perf-threshold=0.5")
     failed.assert_outcomes(failed=3)
 
 
