@@ -216,7 +216,9 @@ def _unmeasured(mode: str, label: str, baseline_runs: int) -> Verdict:
     )
 
 
-def _host_rule(mode: str, evidence: _Evidence, context: GateContext, label: str) -> Verdict | str | None:
+def _host_rule(
+    mode: str, evidence: _Evidence, context: GateContext, label: str, raw_change: float
+) -> Verdict | str | None:
     """When the reference ran unlike on the baseline's host, the normalisation is not trusted
     alone: raw and normalised time must agree on whether this is a regression. They agree: the
     usual verdict stands, with a note (returned). They disagree: this mode is not compared
@@ -229,7 +231,6 @@ def _host_rule(mode: str, evidence: _Evidence, context: GateContext, label: str)
         f"reference workload {abs(shift):.0%} {'faster' if shift < 0 else 'slower'} in "
         f"{evidence.where} than in the baseline runs"
     )
-    raw_change = _raw_change(evidence.now_runs, evidence.base_runs, mode)
     raw_text = f"raw {mode} median {raw_change:+.1%}"
     if raw is not None and raw.p_slower is not None:
         raw_text += f" (p={raw.p_slower:.3g})"
@@ -249,10 +250,10 @@ def _verdict(mode: str, evidence: _Evidence, context: GateContext, *, label: str
     """The verdict tail shared by every stored-baseline comparison: the host rule, the raw-time
     rule, Benjamini-Hochberg, and the message."""
     decision = evidence.decision
-    host = _host_rule(mode, evidence, context, label)
+    raw_change = _raw_change(evidence.now_runs, evidence.base_runs, mode)
+    host = _host_rule(mode, evidence, context, label, raw_change)
     if isinstance(host, Verdict):
         return host
-    raw_change = _raw_change(evidence.now_runs, evidence.base_runs, mode)
     status: str = decision.status
     note = host or ""
     if status == "regression" and raw_change <= 0:

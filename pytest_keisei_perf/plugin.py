@@ -497,6 +497,7 @@ class PerfSession:
                 if self.compile_cache is not None:
                     self.compile_cache.renew()  # a cold worker: each benchmark compiles from empty
                 fresh_state = self._fresh_state(bench, config, variants)
+                fresh = fresh_state is not None
                 if fresh_state is not None:
                     result = dataclasses.replace(
                         self._fresh_result(item, bench, fresh_state, order=list(variants or ())),
@@ -515,9 +516,10 @@ class PerfSession:
                         )
                     except PerfCompileError as exc:
                         pytest.fail(str(exc), pytrace=False)
-                    result = dataclasses.replace(result, test_id=test_id)
-                    result = self._warm_for_sure(item, bench, result)
-                result = self._decide(result, config)
+                    in_session = dataclasses.replace(result, test_id=test_id)
+                    result = self._warm_for_sure(item, bench, in_session)
+                    fresh = result is not in_session  # measured again in a fresh process
+                result = self._decide(result, config, fresh=fresh)
                 both = self.settings.compile_state == "both" and not self.settings.worker
                 if both and "compiled" in result.modes:
                     result = self._with_cold(item, bench, result, config)
@@ -619,7 +621,7 @@ class PerfSession:
         if gap is not None:
             warnings.warn(PerfCompileStateWarning(gap), stacklevel=1)
         compiled_only = dataclasses.replace(cold, modes={"compiled": cold.modes["compiled"]})
-        return merge_cold(warm, self._decide(compiled_only, config, state="cold"))
+        return merge_cold(warm, self._decide(compiled_only, config, state="cold", fresh=True))
 
     def _check_ref_imports(self, result: PerfResult) -> PerfResult:
         """In a REF-side process of ``--perf-compare-ref``: fail if the working tree's code ran."""
@@ -750,12 +752,13 @@ class PerfSession:
         hint = f"; a stored id differs only by its prefix: {nearest_id}" if nearest_id else ""
         return "no-entry", f"{bench}: not compared: no baseline entry for this id{hint}"
 
-    def _decide(self, result: PerfResult, config: BenchmarkConfig, state: str | None = None) -> PerfResult:
+    def _decide(
+        self, result: PerfResult, config: BenchmarkConfig, state: str | None = None, *, fresh: bool = False
+    ) -> PerfResult:
         """Verdicts per mode from the gate; ``no-baseline`` when there is nothing to compare with.
 
         ``state`` is the compile-cache state confirmations re-measure in (the session's own by
         default)."""
-        from .compile_state import process_state
         from .gate import GateContext, decide, speedup_drop
         from .record import RunRecord
         from .result import Verdict
@@ -773,8 +776,7 @@ class PerfSession:
             total_comparisons=max(self.expected_comparisons, len(self._decided_p_values) + len(result.modes)),
             confirm=self._confirmer(result, state) if self.settings.confirm_runs > 0 else None,
             decided_p_values=self._decided_p_values,
-            current_is_fresh=(result.nodeid, state or process_state(self.settings.compile_state))
-            in self._state_runs,
+            current_is_fresh=fresh,
         )
         verdicts, gate_failures = decide(
             current, stored, context, label=bench, nodeid=result.nodeid, missing=self._missing(bench)
