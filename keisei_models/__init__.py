@@ -1,7 +1,8 @@
 """Keisei's Shogi actor-critic architectures and the registry other projects extend.
 
 Architectures are discovered through the ``keisei_models.architectures`` entry-point group; the
-built-ins ``resnet_tower`` and ``resnet_tower_tiny`` are registered the same way.
+built-ins (``resnet_tower``, ``se_resnet`` and their small and tiny variants) are registered the
+same way.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .registry import (
     ArchitectureSpec,
     UnknownArchitectureError,
 )
+from .se_resnet import SEResNetOutput, TrainingBatch, example_training_batch, training_loss
 
 __all__ = [
     "BOARD_SIZE",
@@ -43,6 +45,8 @@ __all__ = [
     "ArchitectureLoadWarning",
     "ArchitectureRegistry",
     "ArchitectureSpec",
+    "SEResNetOutput",
+    "TrainingBatch",
     "UnknownArchitectureError",
     "apply_legal_mask",
     "available",
@@ -50,8 +54,10 @@ __all__ = [
     "default_registry",
     "example_inputs",
     "example_legal_mask",
+    "example_training_batch",
     "get",
     "register",
+    "training_loss",
 ]
 
 _REGISTRY = ArchitectureRegistry()

@@ -12,7 +12,10 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .result import CacheState
 
 __all__ = [
     "DynamoCounts",
@@ -20,6 +23,7 @@ __all__ = [
     "compile_cache_state",
     "dynamo_counts",
     "quiet_structured_trace",
+    "recompile_reasons",
     "reset_dynamo_counters",
     "torch_default_cache_dir",
 ]
@@ -68,6 +72,16 @@ def dynamo_counts() -> DynamoCounts:
     )
 
 
+def recompile_reasons() -> list[str]:
+    """Dynamo's recorded reasons for every recompile since the last reset (the guard that
+    failed, as ``guard_failures`` keeps them); empty where this torch does not record them."""
+    try:
+        from torch._dynamo.utils import guard_failures
+    except ImportError:  # pragma: no cover - moved in another torch release
+        return []
+    return [str(reason) for reasons in list(guard_failures.values()) for reason in reasons]
+
+
 def compile_cache_counters() -> dict[str, int]:
     """Inductor's and AOT-autograd's cache counters since the last reset, e.g.
     ``inductor.fxgraph_cache_hit``, ``aot_autograd.autograd_cache_miss``,
@@ -87,7 +101,7 @@ def compile_cache_counters() -> dict[str, int]:
     }
 
 
-def compile_cache_state(counts: dict[str, int] | None = None) -> str | None:
+def compile_cache_state(counts: dict[str, int] | None = None) -> CacheState | None:
     """``warm`` (every FX graph served by inductor's cache), ``cold`` (none), ``partly warm``, or
     None when no inductor graph was compiled (eager/aot_eager backends, caches bypassed)."""
     counts = compile_cache_counters() if counts is None else counts

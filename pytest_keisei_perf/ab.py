@@ -13,26 +13,31 @@ module from the working tree (an editable install that wins, say) stops with an 
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+import pytest
 
 from . import stats
-from .gate import decision_verdict
+from .gate import decision_verdict, settle
 from .record import RunRecord, median_of_runs
 from .report import format_duration
-from .result import Verdict
+from .result import PerfResult, Verdict
 from .workers import WorkerError, run_worker
+from .worktree import FORBID_ROOT_ENV, ABError, RefCheckout, check_imports
+
+if TYPE_CHECKING:
+    from .calls import BenchmarkCall
+    from .session import PerfSession
+    from .settings import BenchmarkConfig
 
 __all__ = [
     "FORBID_ROOT_ENV",
     "ABError",
+    "ABRole",
     "PairedRuns",
     "RefCheckout",
     "check_imports",
@@ -43,107 +48,11 @@ __all__ = [
     "verdicts_for",
 ]
 
-#: Set in REF-side processes: no module of the project may come from this folder (the working tree).
-FORBID_ROOT_ENV: Final = "KEISEI_PERF_FORBID_ROOT"
 #: Pairs after which the run may stop early when every mode's answer is already clear.
 MIN_PAIRS_BEFORE_STOPPING: Final = 3
 #: Early stops need more than the final decision: p below alpha / 10 for a regression, or the
 #: upper 99% bound below the threshold for a pass, so peeking cannot inflate false alarms.
 EARLY_STOP_CONFIDENCE: Final = 0.99
-
-
-class ABError(RuntimeError):
-    """The A/B comparison cannot run as asked (unknown ref, no git, wrong imports)."""
-
-
-def _git(args: Sequence[str], cwd: Path) -> str:
-    try:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ABError(f"git {' '.join(args)} failed: {exc}") from None
-    if proc.returncode != 0:
-        raise ABError(f"git {' '.join(args)}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout.strip()
-
-
-@dataclass
-class RefCheckout:
-    """``REF`` checked out in a temporary worktree of the repository holding ``project_root``."""
-
-    ref: str
-    project_root: Path
-    import_roots: Sequence[str] = ()
-    toplevel: Path = field(init=False)
-    commit: str = field(init=False)
-    folder: Path | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self.toplevel = Path(_git(["rev-parse", "--show-toplevel"], self.project_root)).resolve()
-        self.commit = _git(["rev-parse", "--verify", "--quiet", f"{self.ref}^{{commit}}"], self.project_root)
-
-    def open(self) -> Path:
-        """Create the worktree (once) and return its top folder."""
-        if self.folder is None:
-            parent = Path(tempfile.mkdtemp(prefix="keisei-perf-ref-"))
-            folder = parent / "ref"
-            _git(["worktree", "add", "--detach", str(folder), self.commit], self.toplevel)
-            self.folder = folder
-        return self.folder
-
-    def close(self) -> None:
-        if self.folder is None:
-            return
-        try:
-            _git(["worktree", "remove", "--force", str(self.folder)], self.toplevel)
-        except ABError:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            subprocess.run(["git", "worktree", "prune"], cwd=self.toplevel, capture_output=True, check=False)
-        shutil.rmtree(self.folder.parent, ignore_errors=True)
-        self.folder = None
-
-    def mapped(self, path: Path) -> Path:
-        """Where ``path`` (inside the working tree) lies in the REF checkout."""
-        return self.open() / path.resolve().relative_to(self.toplevel)
-
-    def python_path(self) -> list[str]:
-        """Import roots of the REF side, first on ``PYTHONPATH``."""
-        root = self.mapped(self.project_root)
-        roots = [root / r for r in self.import_roots] if self.import_roots else [root, root / "src"]
-        return [str(r) for r in roots if r.is_dir()]
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([*self.python_path(), env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep
-        )
-        env[FORBID_ROOT_ENV] = str(self.toplevel)
-        return env
-
-
-def check_imports(forbidden_root: str) -> None:
-    """In a REF-side process: fail if any project module was imported from the working tree.
-
-    Installed packages (under ``sys.prefix`` or a site-packages folder, such as a virtual
-    environment inside the repository) do not count.
-    """
-    root = Path(forbidden_root).resolve()
-    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if not file:
-            continue
-        path = Path(file).resolve()
-        if "site-packages" in path.parts or any(p in path.parents for p in prefixes):
-            continue
-        if root in path.parents:
-            raise ABError(
-                f"the REF side imported {name} from the working tree ({path}), not from the REF "
-                "checkout; put the package's folder on the import path with the ini option "
-                "perf_import_roots (paths relative to the project root), or uninstall the "
-                "editable install that shadows it"
-            )
 
 
 @dataclass
@@ -193,8 +102,8 @@ def gather_pairs(
     nodeid: str,
     *,
     pairs: int,
-    run_a: Callable[[], list[dict[str, Any]] | None],
-    run_b: Callable[[], list[dict[str, Any]]],
+    run_a: Callable[[], list[PerfResult] | None],
+    run_b: Callable[[], list[PerfResult]],
     threshold: float,
     alpha: float,
     say: Callable[[str], None],
@@ -207,20 +116,20 @@ def gather_pairs(
     """
     say(f"keisei-perf: A/B {nodeid}: warming both sides (one unmeasured run each)")
     warm_a = run_a()
-    warm_b = {e["benchmark_id"]: e for e in run_b()}
+    warm_b = {e.benchmark_id: e for e in run_b()}
     if warm_a is None:
         return {}, set(warm_b)
-    present_at_ref = {e["benchmark_id"] for e in warm_a}
+    present_at_ref = {e.benchmark_id for e in warm_a}
     new = set(warm_b) - present_at_ref
     results = {bench: PairedRuns() for bench in warm_b if bench not in new}
-    modes = {bench: list(warm_b[bench]["modes"]) for bench in results}
+    modes = {bench: list(warm_b[bench].modes) for bench in results}
     for i in range(pairs):
         order = ("a", "b") if i % 2 == 0 else ("b", "a")
         say(f"keisei-perf: A/B {nodeid}: pair {i + 1}/{pairs} ({' then '.join(o.upper() for o in order)})")
         got: dict[str, dict[str, RunRecord]] = {}
         for side in order:
             entries = run_a() if side == "a" else run_b()
-            got[side] = {e["benchmark_id"]: RunRecord.from_mapping(e) for e in entries or ()}
+            got[side] = {e.benchmark_id: RunRecord.from_result(e) for e in entries or ()}
         for bench, paired in results.items():
             for side, runs in (("a", paired.a), ("b", paired.b)):
                 if bench not in got[side]:
@@ -259,14 +168,7 @@ def verdicts_for(
                 mode=mode, status="inconclusive", message=f"{bench} [{mode}]: {decision.reason}"
             )
             continue
-        status = decision.status
-        note = ""
-        # every comparison's p-value joins Benjamini-Hochberg, as in the stored-baseline gate
-        rejected, total = bh(decision.p_slower) if decision.p_slower is not None else (True, 0)
-        if status == "regression" and raw <= 0:
-            status, note = "inconclusive", f"; NOT failed: raw time is {raw:+.1%}"
-        elif status == "regression" and not rejected:
-            status, note = "pass", f"; not significant after Benjamini-Hochberg over {total} comparisons"
+        status, note = settle(decision, raw, bh)
         lo, hi = decision.change_ci
         p = decision.p_slower if decision.change >= 0 else decision.p_faster
         now_s, ref_s = (format_duration(median_of_runs(side, mode)) for side in (runs.b, runs.a))
@@ -291,7 +193,7 @@ def run_ref_worker(
     settings: Any,
     user_args: Sequence[str],
     invocation_dir: Path,
-) -> list[dict[str, Any]] | None:
+) -> list[PerfResult] | None:
     """One REF-side process over one test; None when the test does not exist at REF."""
     target = checkout.mapped(test_path)
     if not target.exists():
@@ -318,3 +220,114 @@ def _map_arg(arg: str, checkout: RefCheckout) -> str:
     except (OSError, ValueError):
         pass
     return arg
+
+
+class ABRole:
+    """``--perf-compare-ref``: each perf test's benchmarks decided from interleaved REF /
+    working-tree pairs of fresh processes; no baseline is read or written."""
+
+    def __init__(self, session: PerfSession) -> None:
+        from .fresh import FreshProcesses
+
+        self._session = session
+        self.fresh = FreshProcesses(session)
+        self.checkout: RefCheckout | None = None
+        #: Per test: the pairs per benchmark, the benchmarks new at REF, the last B-side results.
+        self._runs: dict[str, tuple[dict[str, PairedRuns], set[str], dict[str, PerfResult]]] = {}
+
+    @property
+    def ref(self) -> str:
+        return str(self._session.settings.compare_ref)
+
+    def activate(self) -> None:
+        if self.checkout is not None:
+            return
+        session = self._session
+        session.activate_timing()
+        try:
+            self.checkout = RefCheckout(self.ref, session.config.rootpath, session.settings.import_roots)
+        except ABError as exc:
+            raise pytest.UsageError(f"keisei-perf: --perf-compare-ref {self.ref}: {exc}") from None
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.checkout is not None:
+            self.checkout.close()
+
+    def measure(
+        self, item: pytest.Item, call: BenchmarkCall, config: BenchmarkConfig, test_id: str
+    ) -> PerfResult:
+        """This benchmark's verdicts from the pairs its test gave (measured once per test)."""
+        from .gate import concluded
+        from .locks import MEASUREMENT_LOCK, exclusive_lock
+        from .result import benchmark_id
+
+        self.activate()
+        if item.nodeid not in self._runs:
+            problem = None
+            try:
+                with exclusive_lock(MEASUREMENT_LOCK):
+                    self._runs[item.nodeid] = self._gather(item, config)
+            except (WorkerError, ABError) as exc:
+                problem = str(exc)
+            if problem is not None:
+                pytest.fail(f"{test_id}: A/B against {self.ref} failed: {problem}", pytrace=False)
+        pairs, new, last_b = self._runs[item.nodeid]
+        bench = benchmark_id(test_id, call.name)
+        measured = last_b.get(bench)
+        if measured is None:
+            pytest.fail(f"{bench}: the working tree's fresh processes gave no result for it", pytrace=False)
+        result = dataclasses.replace(measured, verdicts={}, failures=(), test_id=test_id)
+        if bench in new:
+            message = f"{bench}: new benchmark: it does not exist at {self.ref}; nothing to compare"
+            verdicts = {
+                m: Verdict(mode=m, status="no-baseline", message=message, not_compared="new")
+                for m in result.modes
+            }
+            return dataclasses.replace(result, verdicts=verdicts)
+        ledger = self._session.ledger
+        verdicts, failures = verdicts_for(
+            bench, pairs[bench], list(result.modes), ref=self.ref, threshold=config.threshold,
+            alpha=config.alpha, bh=lambda p: ledger.decide(p, config.alpha), nodeid=item.nodeid,
+        )  # fmt: skip
+        return concluded(result, verdicts, failures, self._session.settings)
+
+    def _gather(
+        self, item: pytest.Item, config: BenchmarkConfig
+    ) -> tuple[dict[str, PairedRuns], set[str], dict[str, PerfResult]]:
+        from .compile_state import process_state
+
+        checkout, session = self.checkout, self._session
+        assert checkout is not None
+        path_part, sep, rest = item.nodeid.partition("::")
+        last_b: dict[str, PerfResult] = {}
+
+        def run_b() -> list[PerfResult]:
+            results = self.fresh.run(item.nodeid, None)
+            last_b.update({r.benchmark_id: r for r in results})
+            return results
+
+        def run_ref() -> list[PerfResult] | None:
+            return run_ref_worker(
+                checkout,
+                session.config.rootpath / path_part,
+                sep + rest,
+                settings=session.settings,
+                user_args=self.fresh.user_args,
+                invocation_dir=session.config.invocation_params.dir,
+            )
+
+        def run_a() -> list[PerfResult] | None:
+            # REF gets the same warm guarantee as the working tree's processes
+            state = process_state(session.settings.compile_state)
+            return self.fresh.warm_retry(run_ref, f"{item.nodeid} at {self.ref}", state)
+
+        pairs, new = gather_pairs(
+            item.nodeid,
+            pairs=session.settings.ab_pairs,
+            run_a=run_a,
+            run_b=run_b,
+            threshold=config.threshold,
+            alpha=config.alpha,
+            say=session.say,
+        )
+        return pairs, new, last_b

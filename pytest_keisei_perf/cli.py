@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import scipy.stats as sps
-
-from . import stats
+from . import gate, stats
 from .baseline import BaselineError, load, prune_file, sample_problem
+from .ledger import FalseDiscoveryLedger
 from .record import RunRecord, comparability_problem, median_of_runs
 from .report import format_duration
+from .result import Verdict
 
 __all__ = ["main"]
 
@@ -102,16 +102,14 @@ class Comparison:
     note: str = ""
 
 
-def _median_of_runs(runs: Sequence[Mapping[str, Any]], mode: str) -> float:
-    return median_of_runs([RunRecord.from_mapping(r) for r in runs], mode)
-
-
 def compare(base: RunSet, new: RunSet, *, threshold: float, alpha: float) -> list[Comparison]:
-    """Every benchmark and mode in both files, decided like the gate, then BH over all of them.
+    """Every benchmark and mode in both files, decided like the gate: the same tests, the host
+    and raw-time rules, and Benjamini-Hochberg (the gate's ledger) over all of them.
 
     Runs recorded under other conditions (device, compile settings, threads, reference
     workload: :func:`record.comparability_problem`, the gate's own check) are not compared.
     """
+    decided: list[tuple[Comparison, gate.Evidence]] = []
     out: list[Comparison] = []
     for bench in sorted(set(base.runs) & set(new.runs)):
         b_all = [RunRecord.from_mapping(r) for r in base.runs[bench]]
@@ -122,48 +120,48 @@ def compare(base: RunSet, new: RunSet, *, threshold: float, alpha: float) -> lis
             n_mode = [r for r in n_all if mode in r.modes]
             if not b_mode:
                 continue
-            medians = (median_of_runs(b_mode, mode), median_of_runs(n_mode, mode))
-            if problem:
-                out.append(
-                    Comparison(bench, mode, *medians, None, f"recorded under other conditions: {problem}")
-                )
+            row = Comparison(bench, mode, median_of_runs(b_mode, mode), median_of_runs(n_mode, mode), None)
+            decision, why_not = _decision(b_mode, n_mode, mode, threshold=threshold, alpha=alpha)
+            if problem or decision is None:
+                note = f"recorded under other conditions: {problem}" if problem else why_not
+                out.append(dataclasses.replace(row, note=note))
                 continue
-            run_stats = [[stats.run_statistic(r.modes[mode].samples_s, r.reference_samples_s) for r in side]
-                         for side in (b_mode, n_mode)]  # fmt: skip
-            if len(b_mode) >= stats.MIN_BASELINE_RUNS:
-                decision = stats.compare_runs(*run_stats, threshold=threshold, alpha=alpha)
-            elif len(b_mode) == 1 and len(n_mode) == 1:
-                rounds = [
-                    stats.round_statistics(r.modes[mode].samples_s, r.reference_samples_s)
-                    for r in (b_mode[0], n_mode[0])
-                ]
-                decision = stats.compare_rounds(*rounds, threshold=threshold, alpha=alpha)
-            else:
-                out.append(
-                    Comparison(bench, mode, *medians, None, f"{len(b_mode)} base runs: need 1 or at least 3")
-                )
-                continue
-            out.append(Comparison(bench, mode, *medians, decision))
-    return _benjamini_hochberg(out, alpha)
+            out.append(row)
+            decided.append((row, gate.evidence(b_mode, n_mode, decision, f"{len(n_mode)} run(s)")))
+    ledger = FalseDiscoveryLedger()
+    ledger.expect([e.decision.p_slower for _, e in decided if e.decision.p_slower is not None])
+    context = gate.GateContext(threshold=threshold, alpha=alpha, ledger=ledger)
+    settled = {id(row): _settled(row, e, context) for row, e in decided}
+    return [settled.get(id(row), row) for row in out]
 
 
-def _benjamini_hochberg(rows: list[Comparison], alpha: float) -> list[Comparison]:
-    """Regressions must survive BH (scipy's false_discovery_control) across all comparisons."""
-    decided = [
-        (i, row.decision) for i, row in enumerate(rows) if row.decision and row.decision.p_slower is not None
-    ]
-    if not decided:
-        return rows
-    adjusted = sps.false_discovery_control([d.p_slower for _, d in decided])
-    result = list(rows)
-    for (i, decision), q in zip(decided, adjusted, strict=True):
-        if decision.status == "regression" and float(q) >= alpha:
-            result[i] = dataclasses.replace(
-                rows[i],
-                decision=dataclasses.replace(decision, status="pass"),
-                note=f"not significant after Benjamini-Hochberg over {len(decided)} comparisons",
-            )
-    return result
+def _decision(
+    base: Sequence[RunRecord], new: Sequence[RunRecord], mode: str, *, threshold: float, alpha: float
+) -> tuple[stats.GateDecision | None, str]:
+    """The run-level test with enough base runs, the round-level one for one run against one."""
+    if len(base) >= stats.MIN_BASELINE_RUNS:
+        values = [[v for v in (r.statistic(mode) for r in side) if v is not None] for side in (base, new)]
+        return stats.compare_runs(*values, threshold=threshold, alpha=alpha), ""
+    if len(base) == 1 and len(new) == 1:
+        rounds = [
+            stats.round_statistics(r.modes[mode].samples_s, r.reference_samples_s) for r in (*base, *new)
+        ]
+        return stats.compare_rounds(*rounds, threshold=threshold, alpha=alpha), ""
+    return None, (
+        f"{len(base)} run(s) in the base file: a comparison needs 1 (against 1) or at least "
+        f"{stats.MIN_BASELINE_RUNS}"
+    )
+
+
+def _settled(row: Comparison, evidence: gate.Evidence, context: gate.GateContext) -> Comparison:
+    """``row`` after the gate's own verdict tail (host rule, raw-time rule, BH)."""
+    label = f"{row.benchmark} [{row.mode}]"
+    settled = gate.settle_evidence(row.mode, evidence, context, label=row.benchmark)
+    if isinstance(settled, Verdict):
+        return dataclasses.replace(row, note=settled.message.removeprefix(f"{label}: not compared: "))
+    status, note, _ = settled
+    decision = dataclasses.replace(evidence.decision, status=status)
+    return dataclasses.replace(row, decision=decision, note=note.removeprefix("; "))
 
 
 def _comparison_line(row: Comparison) -> str:
@@ -221,11 +219,9 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         print(f"{path.stem}  ({described})")
         for bench, entry in sorted(data["benchmarks"].items()):
             runs = entry["runs"]
-            modes = sorted({m for r in runs for m in r["modes"]})
-            times = "  ".join(
-                f"{m} {format_duration(_median_of_runs([r for r in runs if m in r['modes']], m))}"
-                for m in modes
-            )
+            records = [RunRecord.from_mapping(r) for r in runs]
+            modes = sorted({m for r in records for m in r.modes})
+            times = "  ".join(f"{m} {format_duration(median_of_runs(records, m))}" for m in modes)
             last = runs[-1]
             commit = (last.get("git_commit") or "-")[:10]
             print(f"  {bench}  {len(runs)} runs  {times}  last {last.get('timestamp', '-')}  commit {commit}")

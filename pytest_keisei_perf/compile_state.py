@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -74,14 +73,14 @@ def describe_state(state: str | None) -> str:
     }.get(state or "", "not compiled by inductor")
 
 
-def needs_warm_rerun(result: Mapping[str, Any]) -> bool:
+def needs_warm_rerun(result: PerfResult) -> bool:
     """A run meant to be warm whose compile missed the cache (an empty or evicted cache).
 
-    ``result`` is a ``PerfResult.to_dict()``. Its compile has filled the cache, so a fresh
-    process now measures the program CI measures every other time.
+    Its compile has filled the cache, so a fresh process now measures the program CI measures
+    every other time.
     """
-    compiled = result.get("modes", {}).get("compiled")
-    return compiled is not None and missed_cache(compiled.get("compile_cache"))
+    compiled = result.modes.get("compiled")
+    return compiled is not None and missed_cache(compiled.compile_cache)
 
 
 def break_even_calls(compile_time_s: float | None, eager_s: float, compiled_s: float) -> float | str | None:

@@ -9,17 +9,35 @@ runs of the same compile-cache state (:mod:`.compile_state`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import stats
+from .ledger import FalseDiscoveryLedger
 from .record import RunRecord, comparability_problem, median_of_runs
 from .report import format_duration
 from .result import Verdict
 
-__all__ = ["GateContext", "decide", "decision_verdict", "rebaseline_hint", "speedup_drop"]
+if TYPE_CHECKING:
+    from .result import PerfResult
+    from .settings import PerfSettings
+
+__all__ = [
+    "Evidence",
+    "GateContext",
+    "decide",
+    "decision_verdict",
+    "evidence",
+    "policy_failures",
+    "rebaseline_hint",
+    "settle",
+    "settle_evidence",
+    "speedup_drop",
+]
 
 
 def rebaseline_hint(nodeid: str) -> str:
@@ -28,20 +46,26 @@ def rebaseline_hint(nodeid: str) -> str:
 
 @dataclass
 class GateContext:
-    """Session-wide inputs of the gate: thresholds, how to confirm, and earlier p-values for BH.
+    """Session-wide inputs of the gate: thresholds, how to confirm, and the false-discovery ledger.
 
-    ``total_comparisons`` is what Benjamini-Hochberg corrects over: one p-value per benchmark
-    and mode in the session (a lower bound while tests are still running).
+    Without a ``ledger``, one is made that expects ``total_comparisons`` comparisons.
     """
 
     threshold: float
     alpha: float
-    total_comparisons: int
-    confirm: Callable[[], Sequence[RunRecord]] | None
-    decided_p_values: list[float] = field(default_factory=list)
+    total_comparisons: int = 1
+    confirm: Callable[[], Sequence[RunRecord]] | None = None
+    ledger: FalseDiscoveryLedger = field(default_factory=FalseDiscoveryLedger)
     #: Whether the current run was measured in a fresh process, like the baseline's runs (the
     #: host check may then judge it alone).
     current_is_fresh: bool = False
+
+    def __post_init__(self) -> None:
+        self.ledger.expected = max(self.ledger.expected, self.total_comparisons)
+
+    def bh(self, p_value: float) -> tuple[bool, int]:
+        """The ledger's decision on ``p_value`` at this gate's alpha."""
+        return self.ledger.decide(p_value, self.alpha)
 
 
 def _describe(decision: stats.GateDecision, mode: str, label: str, now_s: float, base_s: float) -> str:
@@ -96,7 +120,7 @@ def _not_compared(modes: Sequence[str], reason: str, message: str) -> dict[str, 
 
 
 @dataclass(frozen=True)
-class _Evidence:
+class Evidence:
     """What one mode's verdict is made of: the runs on each side and the host check's finding."""
 
     base_runs: Sequence[RunRecord]
@@ -155,7 +179,7 @@ def decide(
         if stats.is_suspect(decision, context.threshold) and fresh:
             now_runs = fresh
             decision = _compare(base_runs[mode], fresh, mode, context) or decision
-        evidence = _Evidence(base_runs[mode], now_runs, decision, shift, where)
+        evidence = Evidence(base_runs[mode], now_runs, decision, shift, where)
         verdicts[mode] = _verdict(mode, evidence, context, label=label, nodeid=nodeid)
         if verdicts[mode].status == "regression":
             failures.append(verdicts[mode].message)
@@ -217,7 +241,7 @@ def _unmeasured(mode: str, label: str, baseline_runs: int) -> Verdict:
 
 
 def _host_rule(
-    mode: str, evidence: _Evidence, context: GateContext, label: str, raw_change: float
+    mode: str, evidence: Evidence, context: GateContext, label: str, raw_change: float
 ) -> Verdict | str | None:
     """When the reference ran unlike on the baseline's host, the normalisation is not trusted
     alone: raw and normalised time must agree on whether this is a regression. They agree: the
@@ -246,34 +270,35 @@ def _host_rule(
     return Verdict(mode=mode, status="no-baseline", message=message, not_compared="host-differs")
 
 
-def _verdict(mode: str, evidence: _Evidence, context: GateContext, *, label: str, nodeid: str) -> Verdict:
-    """The verdict tail shared by every stored-baseline comparison: the host rule, the raw-time
-    rule, Benjamini-Hochberg, and the message."""
-    decision = evidence.decision
+def evidence(
+    base_runs: Sequence[RunRecord], now_runs: Sequence[RunRecord], decision: stats.GateDecision, where: str
+) -> Evidence:
+    """Evidence of ``now_runs`` against ``base_runs``, with the host check made on them alone."""
+    shift = stats.host_shift([r.reference_level for r in base_runs], [r.reference_level for r in now_runs])
+    return Evidence(base_runs, now_runs, decision, shift, where)
+
+
+def settle_evidence(
+    mode: str, evidence: Evidence, context: GateContext, *, label: str
+) -> Verdict | tuple[str, str, float]:
+    """The host rule, the raw-time rule and Benjamini-Hochberg on one mode's evidence: a
+    not-compared verdict, or (status, note, raw change)."""
     raw_change = _raw_change(evidence.now_runs, evidence.base_runs, mode)
     host = _host_rule(mode, evidence, context, label, raw_change)
     if isinstance(host, Verdict):
         return host
-    status: str = decision.status
-    note = host or ""
-    if status == "regression" and raw_change <= 0:
-        status = "inconclusive"
-        note += (
-            f"; NOT failed: raw time is {raw_change:+.1%}, so the slowdown exists only relative to the "
-            "reference workload, which ran unlike this benchmark here (another host, or the "
-            "reference was disturbed); re-measure or re-baseline"
-        )
-    elif status == "improvement" and raw_change >= 0:
-        status, note = "pass", note + f"; not an improvement: raw time is {raw_change:+.1%}"
-    elif status == "regression":
-        assert decision.p_slower is not None
-        if not stats.online_bh_rejects(
-            decision.p_slower, context.decided_p_values, context.total_comparisons, context.alpha
-        ):
-            status = "pass"
-            note += f"; not significant after Benjamini-Hochberg over {context.total_comparisons} comparisons"
-    if decision.p_slower is not None:
-        context.decided_p_values.append(decision.p_slower)
+    status, note = settle(evidence.decision, raw_change, context.bh)
+    return status, (host or "") + note, raw_change
+
+
+def _verdict(mode: str, evidence: Evidence, context: GateContext, *, label: str, nodeid: str) -> Verdict:
+    """The verdict tail shared by every stored-baseline comparison: the host rule, the raw-time
+    rule, Benjamini-Hochberg, and the message."""
+    settled = settle_evidence(mode, evidence, context, label=label)
+    if isinstance(settled, Verdict):
+        return settled
+    status, note, raw_change = settled
+    decision = evidence.decision
     now_s = median_of_runs(evidence.now_runs, mode)
     base_s = median_of_runs(evidence.base_runs, mode)
     message = _describe(decision, mode, label, now_s, base_s) + f"; raw {raw_change:+.1%}" + note
@@ -282,6 +307,54 @@ def _verdict(mode: str, evidence: _Evidence, context: GateContext, *, label: str
     if status == "regression":
         message = f"performance regression: {message}\n  {rebaseline_hint(nodeid)}"
     return decision_verdict(mode, status, message, decision, raw_change)
+
+
+def settle(
+    decision: stats.GateDecision, raw_change: float, bh: Callable[[float], tuple[bool, int]]
+) -> tuple[str, str]:
+    """The verdict tail every gate shares (stored baselines, A/B, ``keisei-perf compare``):
+    (status, note) after the raw-time rule and Benjamini-Hochberg. ``bh(p)`` -> (rejected,
+    comparisons) hears every p-value, so passing comparisons count in the correction too."""
+    rejected, total = bh(decision.p_slower) if decision.p_slower is not None else (True, 0)
+    if decision.status == "regression" and raw_change <= 0:
+        return "inconclusive", (
+            f"; NOT failed: raw time is {raw_change:+.1%}, so the slowdown exists only relative to the "
+            "reference workload, which ran unlike this benchmark here (another host, or the "
+            "reference was disturbed); re-measure or re-baseline"
+        )
+    if decision.status == "improvement" and raw_change >= 0:
+        return "pass", f"; not an improvement: raw time is {raw_change:+.1%}"
+    if decision.status == "regression" and not rejected:
+        return "pass", f"; not significant after Benjamini-Hochberg over {total} comparisons"
+    return decision.status, ""
+
+
+def concluded(
+    result: PerfResult, verdicts: dict[str, Verdict], failures: Sequence[str], settings: PerfSettings
+) -> PerfResult:
+    """``result`` with its verdicts, and its failures with those the session's options add."""
+    added = policy_failures(
+        result.benchmark_id,
+        verdicts,
+        require_baseline=settings.require_baseline,
+        fail_inconclusive=settings.fail_inconclusive,
+    )
+    return dataclasses.replace(result, verdicts=verdicts, failures=(*failures, *added))
+
+
+def policy_failures(
+    label: str, verdicts: dict[str, Verdict], *, require_baseline: bool, fail_inconclusive: bool
+) -> list[str]:
+    """Failures the session's options add to a benchmark's verdicts: a benchmark that was not
+    compared (``--perf-require-baseline``; a benchmark new in A/B excepted) or is inconclusive
+    (``--perf-fail-inconclusive``)."""
+    failures = []
+    for mode, verdict in verdicts.items():
+        if verdict.status == "no-baseline" and require_baseline and verdict.not_compared != "new":
+            failures.append(f"{label} [{mode}]: {verdict.message} (--perf-require-baseline)")
+        if verdict.status == "inconclusive" and fail_inconclusive:
+            failures.append(f"{verdict.message} (--perf-fail-inconclusive)")
+    return failures
 
 
 def decision_verdict(

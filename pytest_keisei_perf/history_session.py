@@ -8,8 +8,9 @@ machine (each the mean of several fresh processes), and the gated runs of ``--pe
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from . import history, trend
 from .history import HistoryEntry
 from .record import RunRecord
 
-__all__ = ["DriftFinding", "SessionHistory"]
+__all__ = ["DriftFinding", "DriftWatch", "SessionHistory"]
 
 
 @dataclass(frozen=True)
@@ -149,3 +150,52 @@ def _describe(
         f"(p={found.p_value:.2g}), above the {threshold:.0%} threshold; the steps between entries were "
         f"{steps} (log-normalised, approximately %)"
     )
+
+
+class DriftWatch:
+    """A gated session's side of the history: the drift check of each run, and the run
+    summaries it appends to ``--perf-history`` at the end."""
+
+    def __init__(
+        self, history: SessionHistory, *, fail_drift: bool, commit: Callable[[], str | None]
+    ) -> None:
+        self.history = history
+        self._fail_drift = fail_drift
+        self._commit = commit
+        self._runs: list[HistoryEntry] = []
+        self._warned = 0
+
+    def check(self, bench: str, current: RunRecord, threshold: float) -> list[str]:
+        """Warn (or, with ``--perf-fail-drift``, fail) on drift along the history; remember this
+        run's summary for ``--perf-history``."""
+        import warnings
+
+        from .compile_state import COLD_MODE
+        from .perf_warnings import PerfDriftWarning, PerfHistoryWarning
+
+        entry = None
+        if self.history.history_path is not None:
+            modes = {m: r for m, r in current.modes.items() if m != COLD_MODE}  # another process's
+            run = dataclasses.replace(current, modes=modes)
+            entry = self.history.summary(bench, [run], kind="run", commit=self._commit())
+            if entry is not None:
+                self._runs.append(entry)
+        failures = []
+        for finding in self.history.drift(bench, threshold, entry):
+            warnings.warn(PerfDriftWarning(finding.message), stacklevel=1)
+            if self._fail_drift:
+                failures.append(f"{finding.message} (--perf-fail-drift)")
+        for problem in self.history.problems[self._warned :]:
+            warnings.warn(PerfHistoryWarning(f"keisei-perf: {problem}"), stacklevel=1)
+        self._warned = len(self.history.problems)
+        return failures
+
+    def keep(self, say: Callable[[str], None]) -> None:
+        """Append this process's run summaries to ``--perf-history``."""
+        if not self._runs:
+            return
+        try:
+            added = self.history.append_runs(self._runs)
+            say(f"keisei-perf: {added} run summaries appended to {self.history.history_path}")
+        except OSError as exc:
+            say(f"keisei-perf: could not append to {self.history.history_path}: {exc}")

@@ -92,6 +92,33 @@ class Stopwatch:
         return cls(sync=synchronize_cuda_if_initialized)
 
 
+#: Calls shorter than this are timed in rounds only: one clock read per call would weigh on them.
+PER_CALL_MIN_S: Final = 20e-6
+
+
+def per_call_latencies(call: Callable[[], object], stopwatch: Stopwatch, *, calls: int) -> list[float]:
+    """Seconds of each of ``calls`` single calls: CUDA events around each call when CUDA is in
+    use (the device's own clock, no host sync inside), else the clock around each call."""
+    sync = stopwatch._round_sync()
+    if sync is not None and torch.cuda.is_initialized():
+        sync()
+        events = [
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(calls)
+        ]
+        for begin, finish in events:
+            begin.record()
+            call()
+            finish.record()
+        sync()
+        return [begin.elapsed_time(finish) / 1000.0 for begin, finish in events]
+    clock, out = stopwatch.clock, []
+    for _ in repeat(None, calls):
+        start = clock()
+        call()
+        out.append(clock() - start)
+    return out
+
+
 def synchronize_cuda() -> None:
     """Wait for the queued work of every CUDA device (not only the current one)."""
     for index in range(torch.cuda.device_count()):

@@ -19,6 +19,7 @@ import torch
 
 from . import _compat
 from .measure import Stopwatch
+from .result import CacheState
 
 __all__ = [
     "CompileOutcome",
@@ -54,9 +55,11 @@ class CompileOutcome:
     graph_breaks: int | None
     frames_after_compile: int | None
     #: ``warm`` / ``cold`` / ``partly warm``: whether inductor's FX-graph cache served the compile.
-    cache: str | None = None
+    cache: CacheState | None = None
     #: Inductor's cache counters for this compile (:func:`_compat.compile_cache_counters`).
     cache_counters: Mapping[str, int] | None = None
+    #: What the first (compiling) call returned, detached.
+    first_output: Any = None
 
 
 def compile_callable(
@@ -68,19 +71,24 @@ def compile_callable(
     strict: bool,
     stopwatch: Stopwatch,
     label: str,
+    call_with: Callable[[Callable[..., Any]], Callable[[], Any]] | None = None,
 ) -> CompileOutcome:
     """Compile ``fn`` and make its first call; on failure fall back to eager or raise.
 
+    ``call_with(compiled)`` makes the zero-argument call to time (a training step calls the
+    compiled model inside the user's step); by default ``compiled(*args, **kwargs)``.
     ``torch.compiler.reset()`` first, so compiled state from an earlier benchmark can neither
     leak into this one nor be counted in its graph numbers.
     """
+    make_call = call_with or (lambda target: bind(target, args, kwargs))
     torch.compiler.reset()
     _compat.reset_dynamo_counters()
     start = time.perf_counter()
     try:
         compiled = torch.compile(fn, **compile_kwargs)
+        call = make_call(compiled)
         stopwatch.synchronize()
-        compiled(*args, **kwargs)
+        first = call()
         stopwatch.synchronize()
     except Exception as exc:  # any compile failure: the user's backend may raise anything
         elapsed = time.perf_counter() - start
@@ -93,7 +101,7 @@ def compile_callable(
             stacklevel=2,
         )
         return CompileOutcome(
-            call=bind(fn, args, kwargs),
+            call=make_call(fn),
             compile_time_s=elapsed,
             fallback=True,
             error=message,
@@ -105,7 +113,7 @@ def compile_callable(
     counts = _compat.dynamo_counts()
     cache_counters = _compat.compile_cache_counters()
     return CompileOutcome(
-        call=bind(compiled, args, kwargs),
+        call=call,
         compile_time_s=elapsed,
         fallback=False,
         error=None,
@@ -114,7 +122,15 @@ def compile_callable(
         frames_after_compile=counts.frames,
         cache=_compat.compile_cache_state(cache_counters),
         cache_counters=cache_counters,
+        first_output=_detached(first),
     )
+
+
+def _detached(value: Any) -> Any:
+    """Detached copies of the tensors in ``value`` (CUDA-graph outputs are overwritten)."""
+    from .accuracy import snapshot
+
+    return snapshot(value)
 
 
 def recompiles_since(outcome: CompileOutcome) -> int | None:

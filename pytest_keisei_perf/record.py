@@ -12,7 +12,10 @@ import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .result import CacheState, PerfResult
 
 __all__ = ["ModeRun", "RunRecord", "comparability_problem", "median_of_runs", "utc_now"]
 
@@ -30,7 +33,7 @@ class ModeRun:
     fallback: bool = False
     fallback_error: str | None = None
     compile_time_s: float | None = None
-    compile_cache: str | None = None
+    compile_cache: CacheState | None = None
     graph_count: int | None = None
     graph_breaks: int | None = None
     recompiles: int | None = None
@@ -86,6 +89,11 @@ class RunRecord:
             timestamp=data.get("timestamp"),
         )
 
+    @classmethod
+    def from_result(cls, result: PerfResult) -> RunRecord:
+        """A result of this process or a fresh worker's, as the gate reads runs."""
+        return cls.from_mapping(result.to_dict())
+
     def statistic(self, mode: str) -> float | None:
         """This run's machine-normalised statistic for ``mode`` (None if it lacks the mode)."""
         from . import stats
@@ -103,7 +111,7 @@ class RunRecord:
         return statistics.median(math.log(s) for s in facts.samples_s)
 
     @property
-    def compile_state(self) -> str | None:
+    def compile_state(self) -> CacheState | None:
         """``warm``/``cold``/``partly warm``: the compile cache's state when the compiled mode
         compiled, as inductor's counters told (None without an inductor-compiled mode)."""
         compiled = self.modes.get("compiled")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .files import write_json_atomic
-from .result import NOT_COMPARED, ModeResult, PerfResult, Verdict
+from .result import NOT_COMPARED, CacheState, ModeResult, PerfResult, Verdict
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
@@ -26,8 +26,8 @@ __all__ = [
 #: Version of the --perf-json layout. 1: first release.
 JSON_SCHEMA_VERSION: Final = 1
 #: Column widths of the table; the whole row fits 100 columns.
-_WIDTHS: Final = (29, 13, 9, 7, 16, 12, 8, 6)
-_HEADERS: Final = ("benchmark", "mode", "median", "spread", "change", "verdict", "speedup", "comp.")
+_WIDTHS: Final = (29, 18, 9, 9, 7, 16, 12, 15, 6)
+_HEADERS: Final = ("benchmark", "mode", "median", "p95", "spread", "change", "verdict", "speedup", "comp.")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -110,8 +110,10 @@ class _Row:
     verdict: Verdict | None
     speedup: str
     compile_time_s: float | None
-    compile_cache: str | None
+    compile_cache: CacheState | None
     break_even: str = "-"
+    p95_s: float | None = None
+    throughput: float | None = None
 
     @property
     def status(self) -> str:
@@ -133,6 +135,8 @@ def table_rows(results: Sequence[PerfResult]) -> list[_Row]:
             speedup = f"{result.speedup:.2f}x" if mode == "compiled" and result.speedup is not None else "-"
             if mode in result.speedups:  # perf.compare: this candidate over the first variant
                 speedup = f"{result.speedups[mode][0]:.2f}x"
+            if speedup != "-" and result.accuracy is not None and not result.accuracy.checked:
+                speedup += " unchecked"  # a speedup of outputs nobody compared
             row = _Row(
                 benchmark=label,
                 mode=mode,
@@ -143,6 +147,8 @@ def table_rows(results: Sequence[PerfResult]) -> list[_Row]:
                 compile_time_s=m.compile_time_s,
                 compile_cache=m.compile_cache,
                 break_even=_break_even_text(m),
+                p95_s=m.p95_s,
+                throughput=result.throughput(mode),
             )
             rows.append((_ORDER.get(row.status, 5), index, row))
     rows.sort(key=lambda r: (r[0], r[1]))
@@ -182,12 +188,27 @@ def not_compared_lines(results: Sequence[PerfResult], *, verbose: bool = False) 
     return lines
 
 
+def not_checked_lines(results: Sequence[PerfResult]) -> list[str]:
+    """One line when some benchmarks' outputs could not be compared (compiled against eager, or
+    candidates against the reference): a check that did not run is said, never passed."""
+    cases = [r for r in results if r.accuracy is not None and not r.accuracy.checked]
+    if not cases:
+        return []
+    first = cases[0]
+    assert first.accuracy is not None
+    return [
+        f"keisei-perf: NOT CHECKED (outputs against eager or the reference variant): {len(cases)} "
+        f"benchmark(s); e.g. {first.benchmark_id}: {first.accuracy.skipped_reason}; "
+        "--perf-strict-accuracy fails them"
+    ]
+
+
 def summary_lines(results: Sequence[PerfResult]) -> list[str]:
     """The terminal table: one row per benchmark and mode, regressions first."""
     lines = [_row(_HEADERS)]
     for row in table_rows(results):
         if row.mode == "-":
-            lines.append(_row([row.benchmark, "-", "-", "-", "-", "smoke run", "-", "-"]))
+            lines.append(_row([row.benchmark, "-", "-", "-", "-", "-", "smoke run", "-", "-"]))
             continue
         change = "-"
         verdict = row.verdict
@@ -203,6 +224,7 @@ def summary_lines(results: Sequence[PerfResult]) -> list[str]:
                     row.benchmark,
                     row.mode,
                     format_duration(row.median_s),
+                    format_duration(row.p95_s),
                     spread,
                     change,
                     row.status,
@@ -226,9 +248,9 @@ def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str
         "",
         f"{headline or 'no timed benchmarks'}" + (f" on `{machine}`" if machine else ""),
         "",
-        "| benchmark | mode | median | change vs baseline (95% CI) | verdict | detectable | speedup "
-        "| compile | break-even calls |",
-        "|---|---|---:|---|---|---:|---:|---:|---:|",
+        "| benchmark | mode | median | p95 | items/s | change vs baseline (95% CI) | verdict | detectable "
+        "| speedup | compile | break-even calls |",
+        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     for row in rows:
         verdict = row.verdict
@@ -244,6 +266,8 @@ def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str
             f"`{_escape(row.benchmark)}`",
             row.mode,
             format_duration(row.median_s),
+            format_duration(row.p95_s),
+            f"{row.throughput:.4g}" if row.throughput is not None else "-",
             change,
             status,
             detectable,

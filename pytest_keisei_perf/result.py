@@ -14,6 +14,7 @@ __all__ = [
     "NOT_COMPARED",
     "VERDICT_STATUSES",
     "AccuracyResult",
+    "CacheState",
     "ModeResult",
     "PerfResult",
     "Verdict",
@@ -21,6 +22,8 @@ __all__ = [
     "benchmark_id",
 ]
 
+#: What inductor's caches did for a compile: served all of it, none of it, or part.
+CacheState = Literal["warm", "cold", "partly warm"]
 VerdictStatus = Literal["pass", "regression", "improvement", "no-baseline", "inconclusive"]
 VERDICT_STATUSES: Final = ("pass", "regression", "improvement", "no-baseline", "inconclusive")
 #: Reasons a benchmark was not compared with a baseline, and how the session's end names them.
@@ -43,7 +46,14 @@ def benchmark_id(nodeid: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class ModeResult:
-    """One mode's timings: per-call seconds of each round, and what compiling it did."""
+    """One mode's timings: per-call seconds of each round, and what compiling it did.
+
+    There are three models of a mode, one per stage, on purpose: this one is everything a
+    measurement produced (warm-up, memory, compile economics: the JSON report's); a
+    :class:`~.record.ModeRun` is the part of it a stored baseline run keeps and the gate reads;
+    a :class:`~.history.ModeSummary` is one line of history, several runs reduced to a level.
+    Each reads from the one before (``RunRecord.from_result``, ``history.summary``).
+    """
 
     mode: str
     median_s: float
@@ -54,13 +64,15 @@ class ModeResult:
     warmup_stable: bool
     compile_time_s: float | None = None
     #: ``warm`` when inductor's FX-graph cache served the whole compile, ``cold`` when none of it.
-    compile_cache: str | None = None
+    compile_cache: CacheState | None = None
     fallback: bool = False
     fallback_error: str | None = None
     graph_count: int | None = None
     graph_breaks: int | None = None
     recompiles: int | None = None
     peak_memory_bytes: int | None = None
+    #: 95th percentile of single calls (None for calls too short to time one by one).
+    p95_s: float | None = None
     #: Inductor's cache counters of the compile (FX graph, AOT autograd, async compile, Triton
     #: bundler, autotune), as :func:`._compat.compile_cache_counters` names them.
     compile_counters: Mapping[str, int] | None = None
@@ -79,7 +91,11 @@ class ModeResult:
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    """Compiled outputs against eager (and, where possible, a float64 reference)."""
+    """Compiled outputs against eager (and, where possible, a float64 reference).
+
+    A check that could not run (``skipped_reason``) has ``passed`` False and ``checked`` False:
+    it is reported as NOT CHECKED, never as a pass.
+    """
 
     passed: bool
     max_abs_err: float
@@ -90,6 +106,16 @@ class AccuracyResult:
     worst_leaf: str = ""
     used_fp64_reference: bool = False
     skipped_reason: str | None = None
+
+    @property
+    def checked(self) -> bool:
+        """Whether the outputs were compared at all."""
+        return self.skipped_reason is None
+
+    @property
+    def mismatched(self) -> bool:
+        """Compared, and they differ beyond the tolerance."""
+        return self.checked and not self.passed
 
 
 @dataclass(frozen=True)
@@ -133,6 +159,8 @@ class PerfResult:
     #: The test's id relative to its project root (:mod:`.ids`); ``nodeid`` stays what pytest
     #: needs to select the test again.
     test_id: str = ""
+    #: Samples each call processes (a batch's leading dimension), for throughput; None if unknown.
+    items: int | None = None
     #: ``perf.compare``: each candidate's speedup over the first variant, with its 95% interval.
     speedups: Mapping[str, tuple[float, tuple[float, float] | None]] = field(default_factory=dict)
 
@@ -141,13 +169,21 @@ class PerfResult:
         """The key of baselines and reports: independent of the rootdir and invocation dir."""
         return benchmark_id(self.test_id or self.nodeid, self.name)
 
+    def throughput(self, mode: str) -> float | None:
+        """Items per second in ``mode`` at the median (None when the batch size is unknown)."""
+        median = self.modes[mode].median_s
+        return self.items / median if self.items and median > 0 else None
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: raw samples, compile facts, accuracy and verdicts."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["accuracy"] = asdict(self.accuracy) if self.accuracy is not None else None
         data["benchmark_id"] = self.benchmark_id
         data["compile_kwargs"] = {k: _jsonable(v) for k, v in self.compile_kwargs.items()}
-        data["modes"] = {name: asdict(mode) | {"rounds": mode.rounds} for name, mode in self.modes.items()}
+        data["modes"] = {
+            name: asdict(mode) | {"rounds": mode.rounds, "throughput_items_s": self.throughput(name)}
+            for name, mode in self.modes.items()
+        }
         data["verdicts"] = {name: asdict(v) for name, v in self.verdicts.items()}
         data["speedups"] = {
             name: {"ratio": ratio, "ci": list(ci) if ci else None}

@@ -10,58 +10,26 @@ import contextlib
 import copy
 import dataclasses
 import functools
-import itertools
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from . import _compat, accuracy, measure, modes
+from . import accuracy, measure, modes
+from .devices import batch_items, benchmark_context, detect_device
 from .result import AccuracyResult, ModeResult, PerfResult, benchmark_id
 from .settings import BenchmarkConfig
 from .stats import estimate_speedup, summarize
 
-__all__ = ["detect_device", "run_benchmark", "run_comparison", "smoke_run"]
+if TYPE_CHECKING:
+    from .calls import BenchmarkCall
+
+__all__ = ["accuracy_failures", "detect_device", "run_benchmark", "run_comparison", "time_calls"]
 
 #: A reference round at least this long; the workload itself takes tens of microseconds.
 _REFERENCE_ROUND_S = 2e-3
-
-
-def _tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
-    """Tensors in ``value``, looking into tuples, lists, dicts and dataclasses a few levels deep."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif depth < 4 and isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensors(item, depth + 1)
-    elif depth < 4 and isinstance(value, Mapping):
-        for item in value.values():
-            yield from _tensors(item, depth + 1)
-    elif depth < 4 and dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            yield from _tensors(getattr(value, f.name, None), depth + 1)
-
-
-def detect_device(
-    fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], explicit: str | None = None
-) -> str:
-    """Where the work runs: ``explicit`` when given (``perf.benchmark(..., device=...)``), else
-    the first CUDA device among the tensor arguments (also inside dicts, lists and dataclasses)
-    and every parameter and buffer of the module (or of the module a bound method belongs to)."""
-    if explicit is not None:
-        device = torch.device(explicit)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        return str(device)
-    owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
-    module_tensors: Iterator[torch.Tensor] = (
-        itertools.chain(owner.parameters(), owner.buffers()) if isinstance(owner, nn.Module) else iter(())
-    )
-    for tensor in itertools.chain(_tensors(args), _tensors(dict(kwargs)), module_tensors):
-        if tensor.device.type == "cuda":
-            return str(tensor.device)
-    return "cpu"
 
 
 def _seeded(call: Callable[[], Any], seed: int = 0) -> Any:
@@ -90,14 +58,6 @@ def _float64_reference(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
         return _seeded(lambda: target(*args64, **kwargs64))
 
     return compute
-
-
-@contextlib.contextmanager
-def _benchmark_context(config: BenchmarkConfig) -> Iterator[None]:
-    """Pinned threads (set before anything compiles) and, by default, inference mode."""
-    grad_mode = torch.inference_mode() if config.inference_mode else contextlib.nullcontext()
-    with measure.pinned_threads(config.threads), grad_mode, _compat.quiet_structured_trace():
-        yield
 
 
 @contextlib.contextmanager
@@ -136,7 +96,7 @@ def run_benchmark(
     label = benchmark_id(nodeid, name)
     device = detect_device(fn, args, kwargs, device)
     stopwatch = stopwatch or measure.Stopwatch.for_device(device)
-    with _benchmark_context(config):
+    with benchmark_context(config):
         calls: dict[str, Callable[[], Any]] = {}
         compile_outcome: modes.CompileOutcome | None = None
         eager_call = modes.bind(fn, args, kwargs)
@@ -169,14 +129,44 @@ def run_benchmark(
                 rtol=config.rtol,
                 atol=config.atol,
             )
-        timing = _time_calls(
+        timing = time_calls(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
         recompiles = modes.recompiles_since(compile_outcome) if compile_outcome else None
-    samples = timing.samples
+    return eager_compiled_result(
+        timing,
+        compile_outcome,
+        recompiles,
+        accuracy_result,
+        config=config,
+        nodeid=nodeid,
+        name=name,
+        device=device,
+        compile_kwargs=dict(config.compile_kwargs),
+        items=batch_items(args, kwargs),
+    )
 
+
+def eager_compiled_result(
+    timing: _Timing,
+    compile_outcome: modes.CompileOutcome | None,
+    recompiles: int | None,
+    accuracy_result: AccuracyResult | None,
+    *,
+    config: BenchmarkConfig,
+    nodeid: str,
+    name: str,
+    device: str,
+    compile_kwargs: dict[str, Any],
+    items: int | None = None,
+) -> PerfResult:
+    """The result of eager against compiled: each mode's rounds and compile facts, the speedup,
+    and the failures (mismatch, min_speedup)."""
+    samples = timing.samples
     mode_results: dict[str, ModeResult] = {}
-    for mode in calls:
+    for mode in timing.per_round:
+        if mode == measure.REFERENCE:
+            continue
         compiled_facts: dict[str, Any] = {}
         if mode == "compiled" and compile_outcome is not None:
             compiled_facts = {
@@ -194,20 +184,20 @@ def run_benchmark(
     if "eager" in samples and "compiled" in samples:
         estimate = estimate_speedup(samples["eager"], samples["compiled"])
         speedup, speedup_ci = estimate.ratio, estimate.ci
-    failures = _failures(label, config, accuracy_result, speedup, speedup_ci)
     return PerfResult(
         nodeid=nodeid,
         name=name,
         device=device,
         threads=config.threads,
-        compile_kwargs=dict(config.compile_kwargs),
+        compile_kwargs=compile_kwargs,
         modes=mode_results,
         reference_samples_s=tuple(samples[measure.REFERENCE]),
         reference_version=measure.REFERENCE_VERSION,
         speedup=speedup,
         speedup_ci=speedup_ci,
         accuracy=accuracy_result,
-        failures=failures,
+        failures=_failures(benchmark_id(nodeid, name), config, accuracy_result, speedup, speedup_ci),
+        items=items,
     )
 
 
@@ -219,6 +209,7 @@ class _Timing:
     per_round: dict[str, int]
     warmups: dict[str, measure.WarmupResult]
     peaks: dict[str, int | None]
+    p95s: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
     def mode_result(self, mode: str, **compiled_facts: Any) -> ModeResult:
         summary = summarize(self.samples[mode])
@@ -231,11 +222,12 @@ class _Timing:
             warmup_calls=self.warmups[mode].calls,
             warmup_stable=self.warmups[mode].stable,
             peak_memory_bytes=self.peaks.get(mode),
+            p95_s=self.p95s.get(mode),
             **compiled_facts,
         )
 
 
-def _time_calls(
+def time_calls(
     calls: Mapping[str, Callable[[], Any]],
     *,
     device: str,
@@ -243,11 +235,18 @@ def _time_calls(
     stopwatch: measure.Stopwatch,
     say: Callable[[str], None],
     progress: bool,
+    reset: Callable[[], None] | None = None,
 ) -> _Timing:
-    """Warm every call up, plan rounds, time them ABBA-wise with the reference workload."""
+    """Warm every call up, plan rounds, time them ABBA-wise with the reference workload.
+
+    ``reset()`` runs before each mode's warm-up and after every round, outside the timed region
+    (a training step's snapshot restored, so every round starts from the same weights).
+    """
     peaks: dict[str, int | None] = {}
     warmups: dict[str, measure.WarmupResult] = {}
     for mode, call in calls.items():
+        if reset is not None:
+            reset()
         say(f"warming up {mode}")
         with _peak_memory(device, peaks, mode):
             warmups[mode] = measure.warm_up(call, stopwatch, max_time_s=config.budget_s)
@@ -261,26 +260,50 @@ def _time_calls(
     per_round = {mode: plan.calls_per_round for mode, plan in plans.items()}
     per_round[measure.REFERENCE] = reference_warmup.batch_calls
     say(f"timing {rounds} rounds of {', '.join(calls)} with the reference workload")
+
+    def between_rounds(done: int, total: int) -> None:
+        if reset is not None:
+            reset()
+        if progress:
+            say(f"round {done}/{total}")
+
+    if reset is not None:
+        reset()
     samples = measure.run_schedule(
         measure.abba_schedule(list(calls), rounds),
         {**calls, measure.REFERENCE: reference},
         per_round,
         stopwatch,
-        on_round=(lambda done, total: say(f"round {done}/{total}")) if progress else None,
+        on_round=between_rounds if (progress or reset is not None) else None,
     )
-    return _Timing(samples, per_round, warmups, peaks)
+    p95s = {mode: _p95(call, warmups[mode], config, stopwatch, reset) for mode, call in calls.items()}
+    return _Timing(samples, per_round, warmups, peaks, p95s)
+
+
+def _p95(
+    call: Callable[[], Any],
+    warmup: measure.WarmupResult,
+    config: BenchmarkConfig,
+    stopwatch: measure.Stopwatch,
+    reset: Callable[[], None] | None,
+) -> float | None:
+    """The 95th percentile of single calls (None for calls too short to time one by one): a
+    tenth of the budget, at least 20 calls and at most 200."""
+    if warmup.per_call_s < measure.PER_CALL_MIN_S:
+        return None
+    calls = int(min(200, max(20, 0.1 * config.budget_s / warmup.per_call_s)))
+    if reset is not None:
+        reset()
+    with measure.gc_paused():
+        latencies = measure.per_call_latencies(call, stopwatch, calls=calls)
+    return float(np.percentile(latencies, 95))
 
 
 def run_comparison(
-    variants: Mapping[str, Callable[..., Any]],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
+    call: BenchmarkCall,
     *,
     config: BenchmarkConfig,
     nodeid: str,
-    name: str,
-    device: str | None = None,
-    stopwatch: measure.Stopwatch | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PerfResult:
     """``perf.compare``: the first variant is the reference, every other one a candidate.
@@ -289,13 +312,15 @@ def run_comparison(
     module or its method); rounds of all variants alternate ABBA with the reference workload; each
     candidate's speedup is reference time / its time with Yuen's 95% interval.
     """
+    assert call.variants is not None
+    variants, args, kwargs, name = call.variants, call.args, call.kwargs, call.name
     say = progress or (lambda _: None)
     label = benchmark_id(nodeid, name)
     names = list(variants)
     reference_fn = variants[names[0]]
-    device = detect_device(reference_fn, args, kwargs, device)
-    stopwatch = stopwatch or measure.Stopwatch.for_device(device)
-    with _benchmark_context(config):
+    device = detect_device(reference_fn, args, kwargs, call.device)
+    stopwatch = measure.Stopwatch.for_device(device)
+    with benchmark_context(config):
         calls = {variant: modes.bind(fn, args, kwargs) for variant, fn in variants.items()}
         mismatches: list[str] = []
         accuracy_result: AccuracyResult | None = None
@@ -315,28 +340,33 @@ def run_comparison(
                     atol=config.atol,
                 )
                 checked.append(outcome)
-                if not outcome.passed:
+                if outcome.mismatched:
                     mismatches.append(f"{candidate} output does not match {names[0]}: {outcome.message}")
-            worst = max(checked, key=lambda c: c.max_abs_err)
-            accuracy_result = dataclasses.replace(worst, passed=not mismatches, message="; ".join(mismatches))
-        timing = _time_calls(
+            unchecked = next((c for c in checked if not c.checked), None)
+            worst = unchecked or max(checked, key=lambda c: c.max_abs_err)
+            accuracy_result = dataclasses.replace(
+                worst, passed=not mismatches and unchecked is None, message="; ".join(mismatches)
+            )
+        timing = time_calls(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
     samples = timing.samples
     problems = [f"{label}: {m}" for m in mismatches]
+    if accuracy_result is not None and not accuracy_result.checked:
+        problems += accuracy_failures(label, "", accuracy_result, config)
     mode_results = {variant: timing.mode_result(variant) for variant in names}
     speedups: dict[str, tuple[float, tuple[float, float] | None]] = {}
     for candidate in names[1:]:
         estimate = estimate_speedup(samples[names[0]], samples[candidate])
         speedups[candidate] = (estimate.ratio, estimate.ci)
-        if config.min_speedup is not None:
-            low = estimate.ci[0] if estimate.ci is not None else estimate.ratio
-            if low < config.min_speedup:
-                ci_text = f" (95% CI {estimate.ci[0]:.2f}x-{estimate.ci[1]:.2f}x)" if estimate.ci else ""
-                problems.append(
-                    f"{label}: {candidate} is {estimate.ratio:.2f}x as fast as {names[0]}{ci_text}; "
-                    f"min_speedup {config.min_speedup:g}x needs the whole interval above it"
-                )
+        shortfall = speedup_shortfall(
+            f"{label}: {candidate} is {estimate.ratio:.2f}x as fast as {names[0]}",
+            estimate.ratio,
+            estimate.ci,
+            config.min_speedup,
+        )
+        if shortfall:
+            problems.append(shortfall)
     first_candidate = speedups[names[1]]
     return PerfResult(
         nodeid=nodeid,
@@ -352,7 +382,40 @@ def run_comparison(
         accuracy=accuracy_result,
         failures=tuple(problems),
         speedups=speedups,
+        items=batch_items(args, kwargs),
     )
+
+
+def accuracy_failures(
+    label: str, mismatch: str, outcome: AccuracyResult | None, config: BenchmarkConfig
+) -> list[str]:
+    """A mismatch fails; a check that could not run fails only under ``strict_accuracy``
+    (``--perf-strict-accuracy``); otherwise the report says NOT CHECKED."""
+    if outcome is None:
+        return []
+    if outcome.mismatched:
+        return [f"{label}: {mismatch}: {outcome.message}"]
+    if not outcome.checked and config.strict_accuracy:
+        return [
+            f"{label}: outputs were NOT CHECKED: {outcome.skipped_reason} (--perf-strict-accuracy); "
+            "make the call repeatable (restore what it changes between calls)"
+        ]
+    return []
+
+
+def speedup_shortfall(
+    head: str, ratio: float, ci: tuple[float, float] | None, min_speedup: float | None
+) -> str | None:
+    """The one ``min_speedup`` rule, for compiled against eager and for ``perf.compare``
+    candidates alike: it fails when the speedup is confidently below ``min_speedup``, that is
+    when the whole 95% interval lies below it (noise alone never fails it)."""
+    if min_speedup is None:
+        return None
+    upper = ci[1] if ci is not None else ratio
+    if upper >= min_speedup:
+        return None
+    ci_text = f" (95% CI {ci[0]:.2f}x-{ci[1]:.2f}x)" if ci is not None else ""
+    return f"{head}{ci_text} is below min_speedup {min_speedup:g}x: the whole interval lies below it"
 
 
 def _failures(
@@ -363,40 +426,11 @@ def _failures(
     speedup_ci: tuple[float, float] | None,
 ) -> tuple[str, ...]:
     problems: list[str] = []
-    if accuracy_result is not None and not accuracy_result.passed:
-        problems.append(f"{label}: compiled output does not match eager: {accuracy_result.message}")
-    if config.min_speedup is not None and speedup is not None:
-        upper = speedup_ci[1] if speedup_ci is not None else speedup
-        if upper < config.min_speedup:
-            ci_text = f" (95% CI {speedup_ci[0]:.2f}x-{speedup_ci[1]:.2f}x)" if speedup_ci else ""
-            problems.append(
-                f"{label}: compiled speedup {speedup:.2f}x{ci_text} is below "
-                f"min_speedup {config.min_speedup:g}x"
-            )
+    problems += accuracy_failures(label, "compiled output does not match eager", accuracy_result, config)
+    if speedup is not None:
+        shortfall = speedup_shortfall(
+            f"{label}: compiled speedup {speedup:.2f}x", speedup, speedup_ci, config.min_speedup
+        )
+        if shortfall:
+            problems.append(shortfall)
     return tuple(problems)
-
-
-def smoke_run(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    *,
-    config: BenchmarkConfig,
-    nodeid: str,
-    name: str,
-    device: str | None = None,
-) -> PerfResult:
-    """``--perf-disable``: call once per mode, untimed, without compiling or gating."""
-    call = modes.bind(fn, args, kwargs)
-    with _benchmark_context(config):
-        for _ in config.modes:
-            call()
-    return PerfResult(
-        nodeid=nodeid,
-        name=name,
-        device=detect_device(fn, args, kwargs, device),
-        threads=config.threads,
-        compile_kwargs=dict(config.compile_kwargs),
-        modes={},
-        disabled=True,
-    )

@@ -138,6 +138,24 @@ def _compile_keywords() -> frozenset[str]:
     )
 
 
+def _compile_setting(raw: Any) -> Mapping[str, Any]:
+    """The marker's ``compile=``: ``torch.compile`` keyword arguments, or named settings
+    (``{"default": {}, "reduce-overhead": {"mode": "reduce-overhead"}}``), each its own mode."""
+    named = isinstance(raw, Mapping) and raw and all(isinstance(v, Mapping) for v in raw.values())
+    if named and not set(map(str, raw)) & _compile_keywords():
+        bad = [k for k in raw if not isinstance(k, str) or not k or "]" in k]
+        if bad:
+            raise ValueError(f"compile setting names must be non-empty strings without ']', got {bad!r}")
+        variants = {}
+        for key, value in raw.items():
+            try:
+                variants[key] = _compile_kwargs(value)
+            except ValueError as exc:
+                raise ValueError(f"setting {key!r}: {exc}") from None
+        return MappingProxyType({NAMED_SETTINGS: MappingProxyType(variants)})
+    return _compile_kwargs(raw)
+
+
 def _compile_kwargs(raw: Any) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
         raise ValueError(f"expected a dict of torch.compile keyword arguments, got {type(raw).__name__}")
@@ -165,6 +183,7 @@ class PerfSettings:
     compile_backend: str = "inductor"
     compile_mode: str | None = None
     strict_compile: bool = False
+    strict_accuracy: bool = False
     require_baseline: bool = False
     json_path: Path | None = None
     markdown_path: Path | None = None
@@ -262,6 +281,14 @@ _OPTIONS: Final = (
         "--perf-strict-compile",
         _bool,
         "a compile failure fails the test instead of falling back to eager",
+        is_flag=True,
+    ),
+    _Option(
+        "strict_accuracy",
+        "--perf-strict-accuracy",
+        _bool,
+        "a compiled-vs-eager check that could not run (eager not deterministic) fails the test "
+        "instead of being reported as NOT CHECKED",
         is_flag=True,
     ),
     _Option(
@@ -536,12 +563,34 @@ class BenchmarkConfig:
     atol: float | None
     min_speedup: float | None
     compile_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: Named compile settings (marker ``compile={"name": {...}}``), each timed as the mode
+    #: ``compiled[name]`` with ``compile_kwargs`` updated by its own; empty: one ``compiled`` mode.
+    compile_variants: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     strict_compile: bool = False
+    strict_accuracy: bool = False
     inference_mode: bool = True
     check_outputs: bool = True
     budget_s: float = 2.0
     rounds: int = 20
     threads: int = 1
+    #: ``perf.sweep``: recompiles over the shapes beyond which the benchmark fails (None: any).
+    max_recompiles: int | None = None
+
+    @property
+    def compiled_modes(self) -> dict[str, Mapping[str, Any]]:
+        """Each compiled mode and its ``torch.compile`` arguments (none without ``compiled``)."""
+        if "compiled" not in self.modes:
+            return {}
+        return dict(self.compile_variants) or {"compiled": self.compile_kwargs}
+
+    @property
+    def mode_names(self) -> tuple[str, ...]:
+        """The modes a result of this config has: eager, then each compiled one."""
+        return tuple(m for m in self.modes if m != "compiled") + tuple(self.compiled_modes)
+
+
+#: Key under which :func:`_compile_setting` hands named settings on (not a torch.compile argument).
+NAMED_SETTINGS: Final = "__named_settings__"
 
 
 def _strict_bool(raw: Any) -> bool:
@@ -557,12 +606,14 @@ _MARKER_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "rtol": _float_in(0.0, 1.0),
     "atol": _float_in(0.0, math.inf),
     "min_speedup": _float_in(0.0, 1000.0, low_open=True),
-    "compile": _compile_kwargs,
+    "compile": _compile_setting,
     "strict_compile": _strict_bool,
+    "strict_accuracy": _strict_bool,
     "inference_mode": _strict_bool,
     "check_outputs": _strict_bool,
     "budget": _float_in(0.0, 3600.0, low_open=True),
     "rounds": _int_at_least(3),
+    "max_recompiles": _int_at_least(0),
 }
 #: Marker keywords, for the marker's help line and error messages.
 MARKER_KEYWORDS: Final = tuple(_MARKER_PARSERS)
@@ -596,7 +647,10 @@ def resolve_marker(settings: PerfSettings, nodeid: str, markers: list[pytest.Mar
     compile_kwargs: dict[str, Any] = {"backend": settings.compile_backend}
     if settings.compile_mode is not None:
         compile_kwargs["mode"] = settings.compile_mode
-    compile_kwargs.update(parsed.pop("compile", {}))
+    setting = parsed.pop("compile", {})
+    variants = setting.get(NAMED_SETTINGS, {})
+    if not variants:
+        compile_kwargs.update(setting)
     base = BenchmarkConfig(
         modes=settings.modes,
         threshold=settings.threshold,
@@ -605,7 +659,11 @@ def resolve_marker(settings: PerfSettings, nodeid: str, markers: list[pytest.Mar
         atol=None,
         min_speedup=None,
         compile_kwargs=MappingProxyType(compile_kwargs),
+        compile_variants=MappingProxyType(
+            {f"compiled[{name}]": MappingProxyType({**compile_kwargs, **kw}) for name, kw in variants.items()}
+        ),
         strict_compile=settings.strict_compile,
+        strict_accuracy=settings.strict_accuracy,
         budget_s=settings.budget_s,
         rounds=settings.rounds,
         threads=settings.threads,
@@ -614,6 +672,7 @@ def resolve_marker(settings: PerfSettings, nodeid: str, markers: list[pytest.Mar
         parsed["modes"] = tuple(m for m in parsed["modes"] if m in settings.modes)
     if "budget" in parsed:
         parsed["budget_s"] = parsed.pop("budget")
-    if settings.strict_compile:  # --perf-strict-compile cannot be loosened by a marker
-        parsed.pop("strict_compile", None)
+    for strict in ("strict_compile", "strict_accuracy"):  # a --perf-strict-* flag cannot be loosened
+        if getattr(settings, strict):
+            parsed.pop(strict, None)
     return replace(base, **parsed)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .gate import GateContext, decide
+from .ledger import FalseDiscoveryLedger
 from .record import ModeRun, RunRecord
 
 __all__ = ["Scenario", "alarm_rate", "make_run", "session_regressions"]
@@ -95,8 +96,7 @@ def session_regressions(
     runs over every benchmark and mode, as in a real session. ``baselines`` fixes the stored runs
     (the frozen-baseline study); by default each benchmark gets fresh ones.
     """
-    decided: list[float] = []
-    total = len(slowdowns) * len(scenario.modes)
+    ledger = FalseDiscoveryLedger(expected=len(slowdowns) * len(scenario.modes))
     flagged = []
     for index, slowdown in enumerate(slowdowns):
         stored = list(baselines[index]) if baselines is not None else scenario.baseline(rng)
@@ -107,9 +107,8 @@ def session_regressions(
         context = GateContext(
             threshold=scenario.threshold,
             alpha=scenario.alpha,
-            total_comparisons=total,
             confirm=confirm if scenario.confirm_runs > 0 else None,
-            decided_p_values=decided,
+            ledger=ledger,
         )
         verdicts, _ = decide(scenario.draw(rng, slowdown), stored, context, label=f"b{index}", nodeid="x")
         flagged.append(sum(v.status == "regression" for v in verdicts.values()))

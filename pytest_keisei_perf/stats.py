@@ -309,12 +309,19 @@ def is_suspect(decision: GateDecision, threshold: float) -> bool:
     )
 
 
-def online_bh_rejects(p_value: float, earlier: Sequence[float], total: int, alpha: float) -> bool:
-    """Benjamini-Hochberg applied as tests finish, with not-yet-decided tests counted as p = 1.
+def bh_adjusted(p_values: Sequence[float], total: int) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (scipy's step-up procedure) of ``p_values``, with
+    ``total`` - len(p_values) comparisons not yet decided counted as p = 1."""
+    padded = np.ones(max(total, len(p_values), 1))
+    padded[: len(p_values)] = p_values
+    return [float(q) for q in sps.false_discovery_control(padded)[: len(p_values)]]
 
-    ``total`` is the number of gated benchmarks in the session; the rank of ``p_value`` among
-    the p-values decided so far is a lower bound on its final rank, so this is never less strict
-    than BH over the whole suite.
+
+def online_bh_rejects(p_value: float, earlier: Sequence[float], total: int, alpha: float) -> bool:
+    """Benjamini-Hochberg as tests finish: ``p_value`` among the ``earlier`` p-values, with the
+    comparisons not yet decided counted as p = 1.
+
+    Each later p-value can only lower this one's adjusted p, so a rejection made now is one BH
+    over the whole session makes too: deciding early is never less strict.
     """
-    rank = 1 + sum(1 for p in earlier if p <= p_value)
-    return p_value <= rank * alpha / max(total, 1)
+    return bh_adjusted([*earlier, p_value], total)[-1] <= alpha

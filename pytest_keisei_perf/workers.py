@@ -20,9 +20,10 @@ import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from .compile_state import process_state
+from .result import PerfResult
 from .settings import PerfSettings
 
 __all__ = ["WORKER_TIMEOUT_S", "WorkerError", "forwarded_args", "run_worker", "worker_command"]
@@ -127,6 +128,8 @@ def worker_command(
         command.append(f"--perf-compile-mode={settings.compile_mode}")
     if settings.strict_compile:
         command.append("--perf-strict-compile")
+    if settings.strict_accuracy:
+        command.append("--perf-strict-accuracy")
     if settings.machine:
         command.append(f"--perf-machine={settings.machine}")
     return command
@@ -165,7 +168,7 @@ def run_worker(
     env: Mapping[str, str] | None = None,
     allow_missing: bool = False,
     others: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[PerfResult]:
     """Run one fresh process over ``nodeids``; its results, one for each benchmark id in ``wanted``
     (every result when ``wanted`` is None), followed with ``others`` by the rest of its results,
     unchecked (whoever reads one of those checks it: :func:`entry_problem`).
@@ -195,7 +198,7 @@ def run_worker(
                 f"worker process exited with {proc.returncode} and wrote no report:\n{_tail(output)}"
             )
         data = json.loads(report.read_text(encoding="utf-8"))
-    by_id = {entry["benchmark_id"]: entry for entry in data["results"]}
+    by_id = {entry.benchmark_id: entry for entry in (PerfResult.from_dict(d) for d in data["results"])}
     if allow_missing and not by_id and proc.returncode in (4, 5):
         return []
     delivered = []
@@ -215,9 +218,9 @@ def run_worker(
     return delivered
 
 
-def entry_problem(entry: Mapping[str, Any]) -> str | None:
+def entry_problem(entry: PerfResult) -> str | None:
     """Why a worker's result for one benchmark cannot stand for a measurement, or None."""
-    if entry["failures"] or entry["disabled"]:
-        why = "; ".join(entry["failures"]) or "it was not timed"
-        return f"{entry['benchmark_id']} failed in the worker process: {why}"
+    if entry.failures or entry.disabled:
+        why = "; ".join(entry.failures) or "it was not timed"
+        return f"{entry.benchmark_id} failed in the worker process: {why}"
     return None

@@ -19,11 +19,14 @@ FACTS = {"cpu_model": "Test CPU 9000", "cpu_count": 2, "machine": "x86_64", "tor
 BENCH = "tests/perf/test_x.py::test_model"
 
 
-def _result(rng: np.random.Generator, scale: float = 1.0, *, nodeid: str = BENCH) -> PerfResult:
-    """One process's result: 20 rounds around 1 ms (times ``scale``) with 3% per-process offset."""
+def _result(
+    rng: np.random.Generator, scale: float = 1.0, *, nodeid: str = BENCH, reference_scale: float = 1.0
+) -> PerfResult:
+    """One process's result: 20 rounds around 1 ms (times ``scale``) with 3% per-process offset;
+    the reference workload's rounds around 0.1 ms (times ``reference_scale``)."""
     offset = float(np.exp(rng.normal(0, 0.03)))
     samples = tuple(float(v) for v in 1e-3 * scale * offset * np.exp(rng.normal(0, 0.01, 20)))
-    reference = tuple(float(v) for v in 1e-4 * offset * np.exp(rng.normal(0, 0.01, 20)))
+    reference = tuple(float(v) for v in 1e-4 * reference_scale * offset * np.exp(rng.normal(0, 0.01, 20)))
     mode = ModeResult("eager", float(np.median(samples)), 1e-5, samples, 10, 30, True)
     return PerfResult(
         nodeid=nodeid,
@@ -92,6 +95,26 @@ def test_compare_against_a_baseline_file_uses_the_run_level_test(
     assert main(["compare", str(baseline_file), str(slow)]) == 1
     out = capsys.readouterr().out
     assert "5 vs 1 run(s), detectable" in out
+
+
+def test_compare_judges_like_the_gate_host_and_raw_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same data must get the gate's verdict: a 'slowdown' that exists only against a
+    reference workload that ran twice as fast is not a regression, and a real one still is."""
+    directory = _baseline_dir(tmp_path, {BENCH: 1.0})
+    (baseline_file,) = directory.glob("*.json")
+    rng = np.random.default_rng(3)
+    faster_reference = _report(tmp_path / "ref.json", _result(rng, 1.0, reference_scale=0.5))
+    assert main(["compare", str(baseline_file), str(faster_reference)]) == 0
+    out = capsys.readouterr().out
+    assert "not compared (this host differs from the baseline's" in out
+    assert "they disagree on whether this is a regression" in out
+    slow_too = _report(tmp_path / "slow.json", _result(rng, 1.6, reference_scale=0.5))
+    assert main(["compare", str(baseline_file), str(slow_too)]) == 1
+    out = capsys.readouterr().out
+    assert "regression, change +" in out
+    assert "raw and normalised time agree (host check)" in out
 
 
 @pytest.mark.parametrize(

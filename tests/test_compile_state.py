@@ -115,10 +115,11 @@ def test_merge_puts_the_cold_compiled_mode_beside_the_warm_one() -> None:
 
 
 def test_only_an_empty_cache_asks_for_a_warm_rerun() -> None:
-    assert needs_warm_rerun(_result(2e-3, "cold", 9.0, (1, 2)).to_dict())
-    assert needs_warm_rerun(_result(2e-3, "partly warm", 9.0, (1, 2)).to_dict())
-    assert not needs_warm_rerun(_result(2e-3, "warm", 2.0, (1, 2)).to_dict())
-    assert not needs_warm_rerun({"modes": {"eager": {}}})
+    assert needs_warm_rerun(_result(2e-3, "cold", 9.0, (1, 2)))
+    assert needs_warm_rerun(_result(2e-3, "partly warm", 9.0, (1, 2)))
+    assert not needs_warm_rerun(_result(2e-3, "warm", 2.0, (1, 2)))
+    eager_only = _result(2e-3, "warm", 2.0, (1, 2))
+    assert not needs_warm_rerun(dataclasses.replace(eager_only, modes={"eager": eager_only.modes["eager"]}))
 
 
 # -- the gate ------------------------------------------------------------------------------------

@@ -718,10 +718,11 @@ def test_compare_times_variants_against_the_first(pytester: pytest.Pytester, tmp
     result.assert_outcomes(passed=1, failed=3)
     result.stdout.fnmatch_lines_random(
         [
-            "*test_slow_loses: slow is 0.0*x as fast as fast (95% CI *); min_speedup 1x needs the whole "
-            "interval above it*",
+            "*test_slow_loses: slow is 0.0*x as fast as fast (95% CI *) is below min_speedup 1x: the "
+            "whole interval lies below it*",
             "*test_outputs_are_checked: off output does not match fast: output: max abs error 0.001*",
             "*test_bad_variants: perf.compare() needs a mapping of at least two named callables*",
+            "*PerfDeprecationWarning: keisei-perf: min_speedup in perf.compare() now means what it means*",
             "test_fast_wins[[]sin[]]*slow*",
             "test_fast_wins[[]sin[]]*fast*x*",
         ]

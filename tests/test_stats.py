@@ -420,3 +420,32 @@ def test_run_statistic_and_compare_runs_edges_pinned() -> None:
     assert (decision.baseline_runs, decision.current_runs) == (5, 2)
     few = stats.compare_runs([0.0, 0.1], [0.5, 0.4], threshold=0.05, alpha=0.05)
     assert (few.status, few.baseline_runs, few.current_runs, few.change) == ("inconclusive", 2, 2, None)
+
+
+def test_the_ledger_is_bh_over_a_batch_and_never_laxer_online() -> None:
+    """Known at once (``keisei-perf compare``), the ledger's decisions are scipy's BH; decided
+    one by one as tests finish, every rejection is one the final BH makes too (seeded: 2000
+    sessions of 12 comparisons with some real effects)."""
+    from scipy import stats as sps
+
+    from pytest_keisei_perf.ledger import FalseDiscoveryLedger
+
+    batch = [0.001, 0.025, 0.3, 0.04, 0.8]
+    ledger = FalseDiscoveryLedger()
+    ledger.expect(batch)
+    exact = [bool(q <= 0.05) for q in sps.false_discovery_control(batch)]
+    assert [ledger.decide(p, 0.05)[0] for p in batch] == exact == [True, False, False, False, False]
+    assert FalseDiscoveryLedger().decide(0.025, 0.05) == (True, 1)  # alone it survives
+    rng = np.random.default_rng(11)
+    online_rejections = 0
+    for _ in range(2000):
+        p_values = np.concatenate([rng.uniform(size=9), rng.uniform(0, 0.02, size=3)])
+        rng.shuffle(p_values)
+        final = sps.false_discovery_control(p_values) <= 0.05
+        online = FalseDiscoveryLedger(expected=len(p_values))
+        for p, rejected_at_the_end in zip(p_values, final, strict=True):
+            rejected, total = online.decide(float(p), 0.05)
+            assert total == 12
+            assert rejected <= rejected_at_the_end, "an online rejection the final BH does not make"
+            online_rejections += rejected
+    assert online_rejections > 2000  # it does reject: most sessions' real effects are found

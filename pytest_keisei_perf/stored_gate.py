@@ -1,0 +1,122 @@
+"""The stored-baseline gate of one session: this machine's baseline runs, why a benchmark has
+none, and its verdicts (:func:`gate.decide`) with the session's ledger and drift check."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .baseline import BaselineError, fact_differences, git_commit
+from .gate import GateContext, concluded, decide, speedup_drop
+from .history_session import DriftWatch, SessionHistory
+from .perf_warnings import PerfSpeedupWarning
+from .record import RunRecord
+
+if TYPE_CHECKING:
+    from .result import PerfResult
+    from .session import PerfSession
+    from .settings import BenchmarkConfig
+
+__all__ = ["StoredGate", "nearest_id"]
+
+
+def nearest_id(bench: str, stored: dict[str, Any]) -> str | None:
+    """A stored id that equals ``bench`` but for leading path components (another rootdir)."""
+    for other in sorted(stored):
+        if other.endswith("/" + bench) or bench.endswith("/" + other):
+            return other
+    return None
+
+
+class StoredGate:
+    """This machine's baseline file, read once and validated, and the verdicts against it."""
+
+    def __init__(self, session: PerfSession) -> None:
+        self._session = session
+        self.baselines: dict[str, list[dict[str, Any]]] = {}
+        #: Facts of the other machines' baseline files, by key: never used for gating.
+        self.other_machines: dict[str, dict[str, Any]] = {}
+        self.history: SessionHistory | None = None
+        self.drift: DriftWatch | None = None
+
+    def load(self) -> None:
+        """Read the baselines (a corrupt file stops the run before anything is measured) and
+        this machine's history."""
+        session = self._session
+        session.activate_timing()
+        store, settings = session.store, session.settings
+        assert store is not None
+        try:
+            self.baselines = store.load()
+            self.other_machines = store.other_machines()
+        except BaselineError as exc:
+            raise pytest.UsageError(f"keisei-perf: {exc}") from None
+        self.history = SessionHistory(
+            settings.baseline_dir,
+            store.key,
+            torch_version=session.machine.get("torch"),
+            history_path=settings.history_path,
+            window=settings.drift_window,
+            since=settings.drift_since,
+        )
+        self.drift = DriftWatch(self.history, fail_drift=settings.fail_drift, commit=lambda: self.commit)
+
+    @functools.cached_property
+    def commit(self) -> str | None:
+        return git_commit(self._session.config.rootpath)
+
+    def missing(self, bench: str) -> tuple[str, str]:
+        """Why there are no runs for ``bench``: (reason, message) naming what differs."""
+        store = self._session.store
+        if not self.baselines and store is not None:
+            message = f"{bench}: not compared: no baseline under this machine key {store.key}"
+            if self.other_machines:
+                nearest = min(
+                    self.other_machines,
+                    key=lambda key: len(fact_differences(store.facts, self.other_machines[key])),
+                )
+                differences = fact_differences(store.facts, self.other_machines[nearest])
+                message += f"; nearest stored key {nearest} differs in: {', '.join(differences) or 'nothing'}"
+            return "machine", message + "; create one with pytest -m perf --perf-update-baseline"
+        similar = nearest_id(bench, self.baselines)
+        hint = f"; a stored id differs only by its prefix: {similar}" if similar else ""
+        return "no-entry", f"{bench}: not compared: no baseline entry for this id{hint}"
+
+    def judge(
+        self,
+        result: PerfResult,
+        config: BenchmarkConfig,
+        *,
+        confirm: Callable[[], Sequence[RunRecord]] | None,
+        fresh: bool,
+        state: str | None = None,
+    ) -> PerfResult:
+        """Verdicts per mode from the gate; ``no-baseline`` when there is nothing to compare with.
+
+        ``state`` is the compile-cache state of an extra run beside the session's own (the
+        cold runs of ``--perf-compile-state both``): its drift is not checked."""
+        settings = self._session.settings
+        current = RunRecord.from_result(result)
+        bench = result.benchmark_id
+        stored = [RunRecord.from_mapping(r) for r in self.baselines.get(bench, ())]
+        context = GateContext(
+            threshold=config.threshold,
+            alpha=config.alpha,
+            confirm=confirm,
+            ledger=self._session.ledger,
+            current_is_fresh=fresh,
+        )
+        verdicts, gate_failures = decide(
+            current, stored, context, label=bench, nodeid=result.nodeid, missing=self.missing(bench)
+        )
+        failures = [*result.failures, *gate_failures]
+        if state is None and self.drift is not None:
+            failures += self.drift.check(bench, current, config.threshold)
+        dropped = speedup_drop(current, stored, threshold=config.threshold, alpha=config.alpha)
+        if dropped:
+            warnings.warn(PerfSpeedupWarning(f"{bench}: {dropped}"), stacklevel=1)
+        return concluded(result, verdicts, failures, settings)

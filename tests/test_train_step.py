@@ -1,0 +1,197 @@
+"""``perf.train_step``: snapshots, compiled against eager after one step, and checks that could
+not run said, never passed. One inner session runs every case (tiny SE-ResNet, aot_eager)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import torch
+
+from pytest_keisei_perf.training import Snapshot, state_problem
+
+STEPS = """
+import pytest
+import torch
+from keisei_models.se_resnet import SEResNet, example_training_batch, training_loss
+
+
+def wrong_backward(gm, example_inputs):
+    '''A backend whose forward is right and whose gradients are doubled.'''
+    def run(*args):
+        out = gm(*args)
+        def doubled(t):
+            return t.detach() + (t - t.detach()) * 2 if isinstance(t, torch.Tensor) and t.requires_grad else t
+        return tuple(doubled(t) for t in out) if isinstance(out, (tuple, list)) else doubled(out)
+    return run
+
+
+def tiny():
+    torch.manual_seed(0)
+    model = SEResNet(num_blocks=1, channels=8, se_ratio=0.25, bottleneck=4)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3), example_training_batch(4)
+
+
+def make_step(opt):
+    def step(model, obs, legal, target, value_class, score):
+        opt.zero_grad()
+        loss = training_loss(model(obs), legal, target, value_class, score)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+    return step
+
+
+def test_good(perf):
+    model, opt, batch = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = perf.train_step(make_step(opt), model, *batch.tensors, state=(opt,))
+    assert result.accuracy.checked and result.accuracy.passed
+    assert result.accuracy.worst_leaf.startswith("output[")
+    assert result.items == 4
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # left as found
+    assert opt.state_dict()["state"] == {}  # the optimizer too: it had taken no step
+
+
+def test_whole_step_compiled(perf):
+    model, opt, batch = tiny()
+    step = make_step(opt)
+    result = perf.train_step(step, model, *batch.tensors, state=(opt,), compile_step=True, amp=torch.bfloat16)
+    assert result.accuracy.checked and result.accuracy.passed
+    assert result.compile_kwargs["train_step"] == "step"
+    assert result.compile_kwargs["amp"] == "bfloat16"
+
+
+def test_no_state(perf):
+    model, opt, batch = tiny()
+    perf.train_step(make_step(opt), model, *batch.tensors)
+
+
+@pytest.mark.perf(compile={"backend": wrong_backward})
+def test_wrong_backward(perf):
+    model, opt, batch = tiny()
+    perf.train_step(make_step(opt), model, *batch.tensors, state=(opt,))
+
+
+@pytest.mark.perf(inference_mode=False)
+def test_training_loop_through_benchmark(perf):
+    model, opt, batch = tiny()
+    perf.benchmark(make_step(opt), model, *batch.tensors)
+
+
+def test_bad_state(perf):
+    model, opt, batch = tiny()
+    perf.train_step(make_step(opt), model, *batch.tensors, state=(opt, object()))
+"""
+
+FAST = (
+    "--perf-budget=0.05",
+    "--perf-rounds=5",
+    "--perf-compile-backend=aot_eager",
+    "-p",
+    "no:cacheprovider",
+    "-o",
+    "markers=perf",
+)
+
+
+Session = tuple[str, dict[str, dict[str, Any]]]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    """Every case in one real session (a fresh process); its output and JSON report."""
+    folder = tmp_path_factory.mktemp("train-steps")
+    (folder / "test_steps.py").write_text(STEPS)
+    report = folder / "perf.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", *FAST, f"--perf-json={report}", "-rA",
+         f"--perf-baseline-dir={folder}"],
+        cwd=folder, env=env, capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # two cases fail on purpose
+    data = json.loads(report.read_text())
+    return proc.stdout, {r["benchmark_id"].split("::")[-1]: r for r in data["results"]}
+
+
+def test_a_training_step_is_checked_against_eager_and_leaves_the_model_as_found(session: Session) -> None:
+    out, by_test = session
+    assert "2 failed, 4 passed" in out
+    assert "PASSED test_steps.py::test_good" in out
+    assert "PASSED test_steps.py::test_whole_step_compiled" in out
+    good = by_test["test_good"]
+    assert good["compile_kwargs"]["train_step"] == "model"
+    assert set(good["modes"]) == {"eager", "compiled"}
+
+
+def test_a_compiled_backward_that_is_wrong_fails_naming_the_parameter(session: Session) -> None:
+    out, _ = session
+    assert "FAILED test_steps.py::test_wrong_backward" in out
+    mismatch = next(x for x in out.splitlines() if "test_wrong_backward: compiled output does not match" in x)
+    assert "output['grad']['" in mismatch  # a gradient, named by its parameter
+    assert "max abs error" in mismatch
+
+
+def test_a_step_without_its_state_is_not_checked_and_says_so(session: Session) -> None:
+    out, by_test = session
+    assert "PASSED test_steps.py::test_no_state" in out
+    line = next(x for x in out.splitlines() if x.startswith("keisei-perf: NOT CHECKED"))
+    assert "2 benchmark(s)" in line  # the step without state, and the loop through perf.benchmark
+    assert "pass it in state=" in line or "eager is not deterministic" in line
+    for name in ("test_no_state", "test_training_loop_through_benchmark"):
+        accuracy = by_test[name]["accuracy"]
+        assert accuracy is not None
+        assert accuracy["passed"] is False
+        assert accuracy["skipped_reason"]
+    assert "unchecked" in next(
+        x for x in out.splitlines() if x.startswith("test_no_state ") and "compiled" in x
+    )
+
+
+def test_bad_state_is_named(session: Session) -> None:
+    out, _ = session
+    assert "test_bad_state: perf.train_step(state=...): state[1] (object) has no state_dict()" in out
+
+
+def test_strict_accuracy_fails_a_check_that_could_not_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_loop="""
+import torch
+
+def test_loop(perf):
+    w = torch.ones(64)
+    def step(x):
+        w.mul_(1.001)  # state nobody restores
+        return w * x
+    perf.benchmark(step, torch.ones(64))
+"""
+    )
+    result = pytester.runpytest(*FAST, "--perf-strict-accuracy")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*test_loop: outputs were NOT CHECKED: eager is not deterministic*(--perf-strict-accuracy)*"]
+    )
+
+
+def test_snapshot_restores_weights_optimizer_and_rng() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    snapshot = Snapshot(model, [opt])
+    draw = torch.rand(3)
+    model(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    model.eval()
+    snapshot.restore()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert opt.state_dict()["state"] == {}
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.rand(3), draw)  # the RNG too
+    assert state_problem([opt]) is None
+    assert state_problem([model]) == "state[0] is a module (Sequential); pass it as the model or leave it out"
