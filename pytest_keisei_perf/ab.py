@@ -258,14 +258,13 @@ class ABRole:
     ) -> PerfResult:
         """This benchmark's verdicts from the pairs its test gave (measured once per test)."""
         from .gate import concluded
-        from .locks import MEASUREMENT_LOCK, exclusive_lock
         from .result import benchmark_id
 
         self.activate()
         if item.nodeid not in self._runs:
             problem = None
             try:
-                with exclusive_lock(MEASUREMENT_LOCK):
+                with self._session.measurement_lock():
                     self._runs[item.nodeid] = self._gather(item, config)
             except (WorkerError, ABError) as exc:
                 problem = str(exc)

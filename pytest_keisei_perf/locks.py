@@ -11,7 +11,7 @@ import contextlib
 import getpass
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -32,13 +32,23 @@ MEASUREMENT_LOCK: Final = Path(tempfile.gettempdir()) / f"keisei-perf-measure-{_
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (created if missing) for the block."""
-    from filelock import FileLock  # imported when a lock is first taken, not with the plugin
+def exclusive_lock(lock_path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (created if missing) for the block; ``on_wait()``
+    runs once when another process holds it (to say that this one waits)."""
+    from filelock import FileLock, Timeout  # imported when a lock is first taken, not with the plugin
 
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path)):
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def lock_beside(path: Path) -> contextlib.AbstractContextManager[None]:

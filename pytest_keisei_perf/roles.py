@@ -141,14 +141,13 @@ class GateRole:
         self, item: pytest.Item, call: BenchmarkCall, config: BenchmarkConfig, test_id: str
     ) -> PerfResult:
         from .compile_state import process_state, with_economics
-        from .locks import MEASUREMENT_LOCK, exclusive_lock
         from .result import benchmark_id
 
         self.activate()
         s = self._session.settings
         bench = benchmark_id(test_id, call.name)
         # one benchmark at a time per machine: xdist workers and other sessions wait here
-        with exclusive_lock(MEASUREMENT_LOCK):
+        with self._session.measurement_lock():
             if s.compile_state == "cold" and "compiled" in config.modes and not call.variants:
                 state: str | None = "cold"  # an empty cache: only a fresh process has one
             elif self.gate.baselines.get(bench):

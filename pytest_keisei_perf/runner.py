@@ -322,31 +322,7 @@ def run_comparison(
     stopwatch = measure.Stopwatch.for_device(device)
     with benchmark_context(config):
         calls = {variant: modes.bind(fn, args, kwargs) for variant, fn in variants.items()}
-        mismatches: list[str] = []
-        accuracy_result: AccuracyResult | None = None
-        if config.check_outputs:
-            expected, expected_again = _seeded(calls[names[0]]), _seeded(calls[names[0]])
-            # one float64 reference for every candidate, computed at most once
-            thunk = _float64_reference(reference_fn, args, kwargs)
-            reference = functools.cache(thunk) if thunk is not None else None
-            checked = []
-            for candidate in names[1:]:
-                outcome = accuracy.compare_outputs(
-                    _seeded(calls[candidate]),
-                    expected,
-                    eager_again=expected_again,
-                    reference=reference,
-                    rtol=config.rtol,
-                    atol=config.atol,
-                )
-                checked.append(outcome)
-                if outcome.mismatched:
-                    mismatches.append(f"{candidate} output does not match {names[0]}: {outcome.message}")
-            unchecked = next((c for c in checked if not c.checked), None)
-            worst = unchecked or max(checked, key=lambda c: c.max_abs_err)
-            accuracy_result = dataclasses.replace(
-                worst, passed=not mismatches and unchecked is None, message="; ".join(mismatches)
-            )
+        accuracy_result, mismatches = _check_candidates(calls, call, config)
         timing = time_calls(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
@@ -384,6 +360,37 @@ def run_comparison(
         speedups=speedups,
         items=batch_items(args, kwargs),
     )
+
+
+def _check_candidates(
+    calls: Mapping[str, Callable[[], Any]], call: BenchmarkCall, config: BenchmarkConfig
+) -> tuple[AccuracyResult | None, list[str]]:
+    """Every candidate's outputs against the reference variant's: the worst check (a check
+    that could not run first) and the mismatch messages."""
+    if not config.check_outputs or call.variants is None:
+        return None, []
+    names = list(call.variants)
+    expected, expected_again = _seeded(calls[names[0]]), _seeded(calls[names[0]])
+    # one float64 reference for every candidate, computed at most once
+    thunk = _float64_reference(call.variants[names[0]], call.args, call.kwargs)
+    reference = functools.cache(thunk) if thunk is not None else None
+    checked, mismatches = [], []
+    for candidate in names[1:]:
+        outcome = accuracy.compare_outputs(
+            _seeded(calls[candidate]),
+            expected,
+            eager_again=expected_again,
+            reference=reference,
+            rtol=config.rtol,
+            atol=config.atol,
+        )
+        checked.append(outcome)
+        if outcome.mismatched:
+            mismatches.append(f"{candidate} output does not match {names[0]}: {outcome.message}")
+    unchecked = next((c for c in checked if not c.checked), None)
+    worst = unchecked or max(checked, key=lambda c: c.max_abs_err)
+    passed = not mismatches and unchecked is None
+    return dataclasses.replace(worst, passed=passed, message="; ".join(mismatches)), mismatches
 
 
 def accuracy_failures(

@@ -236,6 +236,17 @@ class PerfSession:
 
         return say
 
+    def measurement_lock(self) -> contextlib.AbstractContextManager[None]:
+        """The machine-wide measurement lock, saying so when this session has to wait for it."""
+        from .locks import MEASUREMENT_LOCK, exclusive_lock
+
+        def waiting() -> None:
+            self.say(
+                f"keisei-perf: waiting for another perf session to finish measuring ({MEASUREMENT_LOCK})"
+            )
+
+        return exclusive_lock(MEASUREMENT_LOCK, on_wait=waiting)
+
     def say(self, line: str) -> None:
         """A line on the terminal now, also from inside a test (output capture suspended)."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

@@ -50,7 +50,8 @@ def storm_failure(
     distinct = list(dict.fromkeys(reasons))
     why = "; ".join(distinct[:3]) + (f"; and {len(distinct) - 3} more" if len(distinct) > 3 else "")
     hint = (
-        "sizes 0 and 1 are specialised even with dynamic=True: time batch 1 in a benchmark of its own"
+        "dynamic=True still guards sizes (0 and 1 are specialised, some kernels guard a range; "
+        "dynamo's reason above names the guard): split the sweep there, or pad to one side of it"
         if dynamic is True
         else "consider compile={'dynamic': True}, or padding to fewer shapes"
     )

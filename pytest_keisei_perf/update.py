@@ -63,12 +63,9 @@ class UpdateRole:
         return outcome
 
     def _update(self) -> bool:
-        """Measure and store; False when a worker failed (nothing is stored then)."""
-        from .baseline import run_record
-        from .compile_state import measured_states
-        from .workers import WorkerError
-
-        session, say = self._session, self._session.say
+        """Measure and store, holding the machine-wide measurement lock; False when a worker
+        failed (nothing is stored then)."""
+        session = self._session
         store = session.store
         wanted: dict[str, list[str]] = {}
         for r in session.results:
@@ -76,6 +73,17 @@ class UpdateRole:
                 wanted.setdefault(r.nodeid, []).append(r.benchmark_id)
         if store is None or not wanted:
             return True
+        with session.measurement_lock():  # an update's workers must not time beside another's
+            return self._measure_and_store(wanted)
+
+    def _measure_and_store(self, wanted: dict[str, list[str]]) -> bool:
+        from .baseline import run_record
+        from .compile_state import measured_states
+        from .workers import WorkerError
+
+        session, say = self._session, self._session.say
+        store = session.store
+        assert store is not None
         commit = self.gate.commit
         runs: dict[str, list[dict[str, Any]]] = {b: [] for benches in wanted.values() for b in benches}
         total = session.settings.baseline_runs

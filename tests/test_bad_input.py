@@ -105,3 +105,31 @@ def test_history_in_an_ab_run_says_it_is_not_recorded(pytester: pytest.Pytester)
     result.stdout.fnmatch_lines(
         ["*PytestConfigWarning: keisei-perf: --perf-history * is not recorded in an A/B run*"]
     )
+
+
+def test_an_update_waits_for_the_measurement_lock_and_says_so(pytester: pytest.Pytester) -> None:
+    """Updates started together ran their workers side by side and stored medians 5-9x too slow:
+    an update measures only while it holds the machine-wide lock, and says when it waits."""
+    import subprocess
+    import sys
+    import time
+
+    from filelock import FileLock
+
+    from pytest_keisei_perf.locks import MEASUREMENT_LOCK
+
+    pytester.makepyfile(test_busy=BUSY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    command = [sys.executable, "-m", "pytest", *FAST, "--perf-update-baseline", "--perf-baseline-runs=3"]
+    holder = FileLock(str(MEASUREMENT_LOCK))
+    with holder:
+        proc = subprocess.Popen(
+            command, cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        time.sleep(8)  # collection, the smoke run, then the lock
+        assert proc.poll() is None, "the update finished while another process held the lock"
+        assert not list((pytester.path / "baselines").glob("*.json")), "it measured without the lock"
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "keisei-perf: waiting for another perf session to finish measuring" in out
+    assert list((pytester.path / "baselines").glob("*.json"))

@@ -130,7 +130,9 @@ def test_se_rollout_compile_modes_batch16(perf, se_rollout: torch.nn.Module) -> 
     perf.benchmark(se_rollout, *keisei_models.example_inputs(SE_ARCH, batch_size=16, device=DEVICE))
 
 
-@pytest.mark.perf(budget=0.5, compile={"dynamic": True}, max_recompiles=0)
+# With dynamic=True, inductor's convolution still guards the batch at 2..15 on this torch (2.13):
+# one recompile between batch 4 and 16 is what dynamo does; more would be a storm.
+@pytest.mark.perf(budget=0.5, compile={"dynamic": True}, max_recompiles=1)
 def test_se_rollout_batch_sweep(perf, se_rollout: torch.nn.Module) -> None:  # type: ignore[no-untyped-def]
     """League play's variable batch sizes on one compiled model: no recompilation storm."""
     perf.sweep(
