@@ -141,8 +141,9 @@ def _compile_keywords() -> frozenset[str]:
 def _compile_setting(raw: Any) -> Mapping[str, Any]:
     """The marker's ``compile=``: ``torch.compile`` keyword arguments, or named settings
     (``{"default": {}, "reduce-overhead": {"mode": "reduce-overhead"}}``), each its own mode."""
+    # every value a dict: named settings, unless it is torch.compile's one dict-valued argument
     named = isinstance(raw, Mapping) and raw and all(isinstance(v, Mapping) for v in raw.values())
-    if named and not set(map(str, raw)) & _compile_keywords():
+    if named and not set(map(str, raw)) <= {"options"}:
         bad = [k for k in raw if not isinstance(k, str) or not k or "]" in k]
         if bad:
             raise ValueError(f"compile setting names must be non-empty strings without ']', got {bad!r}")

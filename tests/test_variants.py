@@ -19,6 +19,18 @@ def broken(gm, example_inputs):
     raise RuntimeError("this backend is broken")
 
 MATRIX = {"eager": {"backend": "eager"}, "aot": {"backend": "aot_eager"}, "broken": {"backend": broken}}
+NAMED_LIKE_ARGUMENTS = {"dynamic": {"backend": "eager", "dynamic": True}, "mode": {"backend": "eager"}}
+
+@pytest.mark.perf(compile=NAMED_LIKE_ARGUMENTS)
+def test_settings_named_like_arguments(perf):
+    result = perf.benchmark(torch.sin, torch.ones(8))
+    assert list(result.modes) == ["eager", "compiled[dynamic]", "compiled[mode]"]
+
+@pytest.mark.perf(compile={"options": {"max_autotune": False}})
+def test_options_is_an_argument(perf):
+    result = perf.benchmark(torch.sin, torch.ones(8))
+    assert list(result.modes) == ["eager", "compiled"]
+    assert result.compile_kwargs["options"] == {"max_autotune": False}
 
 @pytest.mark.perf(compile=MATRIX)
 def test_matrix(perf):
@@ -52,7 +64,7 @@ def test_each_named_setting_is_its_own_mode_and_a_fallback_is_shown(pytester: py
     pytester.makepyfile(test_matrix=MATRIX)
     report = pytester.path / "perf.json"
     result = pytester.runpytest(*FAST, f"--perf-json={report}")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         [
             "*PerfCompileFallbackWarning*torch.compile failed, timing eager instead*this backend is broken*",
@@ -60,12 +72,14 @@ def test_each_named_setting_is_its_own_mode_and_a_fallback_is_shown(pytester: py
             "test_matrix*compiled[[]broken[]]*fallback*",
         ]
     )
-    line = next(x for x in result.stdout.lines if "compile setting" in x)
+    line = next(
+        x for x in result.stdout.lines if "test_matrix.py::test_matrix:" in x and "compile setting" in x
+    )
     assert "compiled[broken]" not in line  # a fallback is eager: it takes no part in "fastest"
     assert "compiled[aot]" in line
     assert "compiled[eager]" in line
     data = json.loads(report.read_text())
-    (entry,) = data["results"]
+    entry = next(r for r in data["results"] if r["benchmark_id"].endswith("test_matrix"))
     assert set(entry["modes"]) == {"eager", "compiled[eager]", "compiled[aot]", "compiled[broken]"}
     assert entry["speedups"]["compiled[aot]"]["ci"] is not None
 
