@@ -264,30 +264,32 @@ def training_loss(
 
 _INPUT_SHAPE: Final = (SE_RESNET_INPUT_PLANES, BOARD_SIZE, BOARD_SIZE)
 
-SE_RESNET = ArchitectureSpec(
-    name="se_resnet",
-    factory=SEResNet,
-    num_actions=SE_RESNET_SPATIAL_ACTIONS,
-    defaults={"num_blocks": 40, "channels": 256, "se_ratio": 1 / 16, "bottleneck": 128},
-    description="Keisei's current network: 40 SE-ResNet blocks x 256 channels, global-pooling bias, "
+
+def _spec(name: str, defaults: dict[str, Any], description: str) -> ArchitectureSpec:
+    """An SE-ResNet size: the same factory, input planes and spatial action space."""
+    return ArchitectureSpec(
+        name=name,
+        factory=SEResNet,
+        input_shape=_INPUT_SHAPE,
+        num_actions=SE_RESNET_SPATIAL_ACTIONS,
+        defaults=defaults,
+        description=description,
+    )
+
+
+SE_RESNET = _spec(
+    "se_resnet",
+    {"num_blocks": 40, "channels": 256, "se_ratio": 1 / 16, "bottleneck": 128},
+    "Keisei's current network: 40 SE-ResNet blocks x 256 channels, global-pooling bias, "
     "three heads (spatial policy 9x9x139, W/D/L value, score lead)",
-    input_shape=_INPUT_SHAPE,
 )
-
-SE_RESNET_SMALL = ArchitectureSpec(
-    name="se_resnet_small",
-    factory=SEResNet,
-    num_actions=SE_RESNET_SPATIAL_ACTIONS,
-    defaults={"num_blocks": 10, "channels": 128, "se_ratio": 1 / 8, "bottleneck": 64},
-    description="The SE-ResNet at 10 blocks x 128 channels (SE 1/8, bottleneck 64)",
-    input_shape=_INPUT_SHAPE,
+SE_RESNET_SMALL = _spec(
+    "se_resnet_small",
+    {"num_blocks": 10, "channels": 128, "se_ratio": 1 / 8, "bottleneck": 64},
+    "The SE-ResNet at 10 blocks x 128 channels (SE 1/8, bottleneck 64)",
 )
-
-SE_RESNET_TINY = ArchitectureSpec(
-    name="se_resnet_tiny",
-    factory=SEResNet,
-    num_actions=SE_RESNET_SPATIAL_ACTIONS,
-    defaults={"num_blocks": 2, "channels": 16, "se_ratio": 1 / 4, "bottleneck": 8},
-    description="Two 16-channel SE-ResNet blocks: every code path, fast enough for unit tests",
-    input_shape=_INPUT_SHAPE,
+SE_RESNET_TINY = _spec(
+    "se_resnet_tiny",
+    {"num_blocks": 2, "channels": 16, "se_ratio": 1 / 4, "bottleneck": 8},
+    "Two 16-channel SE-ResNet blocks: every code path, fast enough for unit tests",
 )
