@@ -16,8 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import pytest
 
@@ -26,7 +25,7 @@ from .gate import decision_verdict, settle
 from .record import RunRecord, median_of_runs
 from .report import format_duration
 from .result import PerfResult, Verdict
-from .workers import WorkerError, run_worker
+from .workers import WorkerError
 from .worktree import FORBID_ROOT_ENV, ABError, RefCheckout, check_imports
 
 if TYPE_CHECKING:
@@ -44,7 +43,6 @@ __all__ = [
     "decide_pairs",
     "gather_pairs",
     "is_clear",
-    "run_ref_worker",
     "verdicts_for",
 ]
 
@@ -185,43 +183,6 @@ def verdicts_for(
     return verdicts, failures
 
 
-def run_ref_worker(
-    checkout: RefCheckout,
-    test_path: Path,
-    nodeid_rest: str,
-    *,
-    settings: Any,
-    user_args: Sequence[str],
-    invocation_dir: Path,
-) -> list[PerfResult] | None:
-    """One REF-side process over one test; None when the test does not exist at REF."""
-    target = checkout.mapped(test_path)
-    if not target.exists():
-        return None
-    inside = invocation_dir.resolve().is_relative_to(checkout.toplevel)
-    entries = run_worker(
-        [f"{target}{nodeid_rest}"],
-        settings,
-        cwd=checkout.mapped(invocation_dir) if inside else invocation_dir,
-        wanted=None,
-        user_args=[_map_arg(a, checkout) for a in user_args],
-        env=checkout.env(),
-        allow_missing=True,
-    )
-    return entries or None
-
-
-def _map_arg(arg: str, checkout: RefCheckout) -> str:
-    """Paths of the working tree (rootdir, ini file) point into the REF checkout instead."""
-    try:
-        path = Path(arg)
-        if path.is_absolute() and path.resolve().is_relative_to(checkout.toplevel):
-            return str(checkout.mapped(path))
-    except (OSError, ValueError):
-        pass
-    return arg
-
-
 class ABRole:
     """``--perf-compare-ref``: each perf test's benchmarks decided from interleaved REF /
     working-tree pairs of fresh processes; no baseline is read or written."""
@@ -294,6 +255,7 @@ class ABRole:
         self, item: pytest.Item, config: BenchmarkConfig
     ) -> tuple[dict[str, PairedRuns], set[str], dict[str, PerfResult]]:
         from .compile_state import process_state
+        from .ref_side import RefSideArgs, run_ref_worker
 
         checkout, session = self.checkout, self._session
         assert checkout is not None
@@ -305,13 +267,19 @@ class ABRole:
             last_b.update({r.benchmark_id: r for r in results})
             return results
 
+        ref_args = RefSideArgs(self.fresh.user_args, checkout)
+        for ini in ref_args.dropped:
+            session.say(
+                f"keisei-perf: A/B: {ini} does not exist at {self.ref}; REF runs under its own configuration"
+            )
+
         def run_ref() -> list[PerfResult] | None:
             return run_ref_worker(
                 checkout,
                 session.config.rootpath / path_part,
                 sep + rest,
                 settings=session.settings,
-                user_args=self.fresh.user_args,
+                ref_args=ref_args,
                 invocation_dir=session.config.invocation_params.dir,
             )
 

@@ -157,6 +157,42 @@ def _check_samples(path: Path, where: str, samples: Any) -> None:
         raise BaselineError(f"{path}: {where} {problem}")
 
 
+_NUMBER = (int, float)
+#: The type of every field of a stored run that the gate or the record reads (absent is fine:
+#: older runs lack some), each with the words an error uses.
+_RUN_FIELDS: Final[dict[str, tuple[tuple[type, ...], str]]] = {
+    "device": ((str,), "a device name such as 'cpu'"),
+    "threads": ((int,), "a whole number of threads"),
+    "compile_kwargs": ((dict,), "an object of torch.compile arguments"),
+    "reference_version": ((int,), "a whole number"),
+    "speedup": (_NUMBER, "a number"),
+    "git_commit": ((str,), "a commit id"),
+    "timestamp": ((str,), "a time stamp"),
+}
+_MODE_FIELDS: Final[dict[str, tuple[tuple[type, ...], str]]] = {
+    "calls_per_round": ((int,), "a whole number"),
+    "compile_time_s": (_NUMBER, "seconds"),
+    "compile_cache": ((str,), "a compile-cache state"),
+    "compile_counters": ((dict,), "an object of counters"),
+    "fallback": ((bool,), "true or false"),
+    "fallback_error": ((str,), "a message"),
+    "graph_count": ((int,), "a whole number"),
+    "graph_breaks": ((int,), "a whole number"),
+    "recompiles": ((int,), "a whole number"),
+}
+
+
+def _check_fields(path: Path, where: str, facts: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Every known field present in ``facts`` has its type (None stands for "not measured")."""
+    for name, (kinds, words) in spec.items():
+        value = facts.get(name)
+        if value is None:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in kinds
+        if wrong_bool or not isinstance(value, kinds):
+            raise BaselineError(f"{path}: {where}.{name} must be {words} or null, got {value!r}")
+
+
 def validate(path: Path, data: Any) -> dict[str, Any]:
     """Check the whole document; raise :class:`BaselineError` naming the first problem."""
     if not isinstance(data, dict):
@@ -183,10 +219,12 @@ def validate(path: Path, data: Any) -> dict[str, Any]:
             if not isinstance(run, dict) or not isinstance(run.get("modes"), dict):
                 raise BaselineError(f"{path}: {where} must be an object with 'modes'")
             _check_samples(path, f"{where}.reference_samples_s", run.get("reference_samples_s"))
+            _check_fields(path, where, run, _RUN_FIELDS)
             for mode, facts in run["modes"].items():
                 if not isinstance(facts, dict):
                     raise BaselineError(f"{path}: {where}.modes[{mode!r}] must be an object")
                 _check_samples(path, f"{where}.modes[{mode!r}].samples_s", facts.get("samples_s"))
+                _check_fields(path, f"{where}.modes[{mode!r}]", facts, _MODE_FIELDS)
     return data
 
 

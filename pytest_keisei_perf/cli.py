@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -230,18 +231,31 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
 
 # -- prune -----------------------------------------------------------------------------------------
 def collect_perf_nodeids(pytest_args: Sequence[str], cwd: Path) -> set[str]:
-    """Node ids of the perf tests pytest collects here now (a ``--collect-only`` subprocess)."""
+    """Ids of the perf tests pytest collects here now, as the plugin computes them (a
+    ``--collect-only`` subprocess with :mod:`.collect_ids` loaded)."""
+    from .collect_ids import IDS_FILE_ENV
+
     command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "perf", "-p", "no:cacheprovider"]
-    proc = subprocess.run([*command, *pytest_args], cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode not in (0, 5):  # 5: nothing collected
-        raise CliError(
-            f"collecting tests failed (pytest exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+    command += ["-p", "pytest_keisei_perf.collect_ids"]
+    with tempfile.TemporaryDirectory(prefix="keisei-perf-prune-") as tmp:
+        ids_file = Path(tmp) / "ids.txt"
+        env = {**os.environ, IDS_FILE_ENV: str(ids_file)}
+        proc = subprocess.run(
+            [*command, *pytest_args], cwd=cwd, capture_output=True, text=True, check=False, env=env
         )
-    return {line.strip() for line in proc.stdout.splitlines() if "::" in line and " " not in line.strip()}
+        if proc.returncode not in (0, 5):  # 5: nothing collected
+            raise CliError(
+                f"collecting tests failed (pytest exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+            )
+        if not ids_file.exists():
+            return set()
+        return {line for line in ids_file.read_text(encoding="utf-8").splitlines() if line}
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     directory: Path = args.dir
+    if args.apply and args.dry_run:
+        raise CliError("--apply and --dry-run contradict each other")
     if not directory.is_dir():
         raise CliError(f"{directory}: no such baseline directory")
     nodeids = collect_perf_nodeids(args.pytest_args, Path.cwd())
@@ -254,22 +268,30 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     total = 0
     for path in sorted(directory.glob("*.json")):
         try:
-            dropped = prune_file(path, keep, dry_run=args.dry_run)
+            dropped = prune_file(path, keep, dry_run=not args.apply)
         except BaselineError as exc:
             raise CliError(str(exc)) from None
         for bench in dropped:
-            print(f"{'would drop' if args.dry_run else 'dropped'} {bench} from {path.name}")
+            print(f"{'dropped' if args.apply else 'would drop'} {bench} from {path.name}")
         total += len(dropped)
-    print(f"{total} stale entr{'y' if total == 1 else 'ies'} {'found' if args.dry_run else 'removed'}")
+    entries = f"{total} stale entr{'y' if total == 1 else 'ies'}"
+    if args.apply:
+        print(f"{entries} removed")
+    else:
+        print(f"{entries} found; nothing changed (--apply removes them)" if total else f"{entries} found")
     return 0
 
 
 # -- history ---------------------------------------------------------------------------------------
 def _cmd_history(args: argparse.Namespace) -> int:
+    from .files import write_problem
     from .history import read_history
     from .history_page import write_page
     from .plots import PlotUnavailableError
 
+    problem = write_problem(args.out, is_dir=True)
+    if problem:
+        raise CliError(f"--out {args.out}: {problem}")
     directory: Path = args.dir
     paths = sorted(directory.glob("*.history.jsonl")) if directory.is_dir() else []
     for extra in args.history:
@@ -352,12 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     comparing.set_defaults(run=_cmd_compare)
     pruning = sub.add_parser(
         "prune",
-        help="drop baseline entries whose tests no longer exist (run from the project root)",
-        description="Collects the perf tests with pytest --collect-only; "
-        "extra arguments after -- go to pytest.",
+        help="list, and with --apply drop, baseline entries whose tests no longer exist",
+        description="Collects the perf tests with pytest --collect-only and computes their ids as "
+        "the plugin does; extra arguments after -- go to pytest. Nothing is removed without --apply.",
     )
     pruning.add_argument("--dir", type=Path, default=Path("baselines"), help="baseline directory")
-    pruning.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    pruning.add_argument("--apply", action="store_true", help="remove the stale entries (default: list them)")
+    pruning.add_argument("--dry-run", action="store_true", help="only list them (the default)")
     pruning.add_argument("pytest_args", nargs="*", help="arguments for pytest's collection, e.g. tests/perf")
     pruning.set_defaults(run=_cmd_prune)
     hist = sub.add_parser(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json_atomic", "write_text_atomic"]
+__all__ = ["write_json_atomic", "write_problem", "write_text_atomic"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -48,3 +48,22 @@ def _fallback(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return repr(value)
+
+
+def write_problem(path: Path, *, is_dir: bool) -> str | None:
+    """Why ``path`` (a file, or a folder when ``is_dir``) cannot be written, or None."""
+    if path.exists():
+        if is_dir and not path.is_dir():
+            return "is a file, not a folder"
+        if not is_dir and path.is_dir():
+            return "is a folder, not a file"
+        folder = path if is_dir else path.parent
+    else:
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"cannot be created: {folder} is a file"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be written: {folder} is not writable"
+    return None

@@ -19,6 +19,8 @@ from typing import Final
 
 import torch
 
+from .settings import MIN_ROUNDS
+
 __all__ = [
     "REFERENCE",
     "RoundPlan",
@@ -40,8 +42,6 @@ REFERENCE = "reference"
 REFERENCE_VERSION: Final = 2
 #: A round at least this long makes perf_counter's overhead (~50 ns) negligible (< 0.01%).
 MIN_ROUND_S = 1e-3
-#: Fewer rounds than this give no usable spread, whatever the budget says.
-MIN_ROUNDS = 5
 #: Warm-up is stable once the last WINDOW batches vary by less than this coefficient of variation.
 WARMUP_CV = 0.05
 WARMUP_WINDOW = 3

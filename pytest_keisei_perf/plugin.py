@@ -57,6 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from .roles import make_role
 
     config.addinivalue_line("markers", PERF_MARKER_HELP)
+    _keep_project_configuration(config)
     settings = resolve_settings(config)
     if settings.plot_dir is not None:
         from .plots import PlotUnavailableError, require_matplotlib
@@ -78,6 +79,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[session_key] = session
     for name, plugin in zip(_PLUGIN_NAMES, (session, SessionReport(session), session.role), strict=True):
         config.pluginmanager.register(plugin, name)
+
+
+def _keep_project_configuration(config: pytest.Config) -> None:
+    """Stop a perf session that would silently run without the project's ini file (pytest chose
+    another rootdir); rootdir or ini given explicitly, and workers, are left alone."""
+    from .project_config import lost_configuration
+
+    args = [str(a) for a in config.invocation_params.args]
+    explicit = config.option.rootdir or config.option.inifilename or config.getoption("perf_worker")
+    if explicit or not any(a.startswith("--perf-") for a in args):
+        return
+    problem = lost_configuration(config.invocation_params.dir, config.inipath, config.rootpath, args)
+    if problem:
+        raise pytest.UsageError(f"keisei-perf: {problem}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

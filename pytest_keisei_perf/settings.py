@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import pytest
 
+from .files import write_problem
+
 __all__ = [
     "MODES",
     "BenchmarkConfig",
@@ -36,6 +38,8 @@ MODES: Final = ("eager", "compiled")
 CONFIRM_RUNS: Final = 4
 #: Fewer baseline runs than this cannot estimate between-run spread (``stats.MIN_BASELINE_RUNS``).
 MIN_BASELINE_RUNS: Final = 3
+#: Fewer timed rounds than this give no usable spread, whatever the budget says.
+MIN_ROUNDS: Final = 5
 #: ``--perf-compile-state``: time compiled code loaded from the persisted cache, compiled from an
 #: empty cache in a fresh process, or both side by side.
 COMPILE_STATES: Final = ("warm", "cold", "both")
@@ -326,8 +330,8 @@ _OPTIONS: Final = (
     _Option(
         "rounds",
         "--perf-rounds",
-        _int_at_least(3),
-        "timed rounds per mode when the budget allows (default 20; at least 5 are always taken)",
+        _int_at_least(MIN_ROUNDS),
+        "timed rounds per mode when the budget allows (default 20, at least 5)",
         metavar="N",
     ),
     _Option(
@@ -528,28 +532,9 @@ def _check_writable(settings: PerfSettings) -> None:
     if settings.update_baseline:
         targets.append(("--perf-baseline-dir", settings.baseline_dir, True))
     for flag, path, is_dir in targets:
-        problem = _unwritable(path, is_dir=is_dir)
+        problem = write_problem(path, is_dir=is_dir)
         if problem:
             raise pytest.UsageError(f"keisei-perf: {flag} {path}: {problem}")
-
-
-def _unwritable(path: Path, *, is_dir: bool) -> str | None:
-    """Why ``path`` (a file, or a folder when ``is_dir``) cannot be written, or None."""
-    if path.exists():
-        if is_dir and not path.is_dir():
-            return "is a file, not a folder"
-        if not is_dir and path.is_dir():
-            return "is a folder, not a file"
-        folder = path if is_dir else path.parent
-    else:
-        folder = path.parent
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
-            return f"cannot be created: {folder} is a file"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot be written: {folder} is not writable"
-    return None
 
 
 # -- per-test configuration ---------------------------------------------------------------------
@@ -613,7 +598,7 @@ _MARKER_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "inference_mode": _strict_bool,
     "check_outputs": _strict_bool,
     "budget": _float_in(0.0, 3600.0, low_open=True),
-    "rounds": _int_at_least(3),
+    "rounds": _int_at_least(MIN_ROUNDS),
     "max_recompiles": _int_at_least(0),
 }
 #: Marker keywords, for the marker's help line and error messages.

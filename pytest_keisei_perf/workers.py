@@ -166,16 +166,14 @@ def run_worker(
     user_args: Sequence[str] = (),
     timeout_s: float = WORKER_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
-    allow_missing: bool = False,
     others: bool = False,
 ) -> list[PerfResult]:
     """Run one fresh process over ``nodeids``; its results, one for each benchmark id in ``wanted``
     (every result when ``wanted`` is None), followed with ``others`` by the rest of its results,
     unchecked (whoever reads one of those checks it: :func:`entry_problem`).
 
-    Raises :class:`WorkerError` when the process times out, writes no report, or a wanted
-    benchmark is missing, failed or was not timed there. With ``allow_missing``, a process that
-    found no such test (pytest's exit 4 or 5) returns an empty list instead.
+    Raises :class:`WorkerError` when the process times out, writes no report, gives no result at
+    all (``wanted`` None), or a wanted benchmark is missing, failed or was not timed there.
     """
     env = dict(os.environ if env is None else env)
     env.pop("PYTEST_ADDOPTS", None)  # forwarded, filtered, in user_args
@@ -192,15 +190,13 @@ def run_worker(
             raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{_tail(output)}") from None
         output = proc.stdout + proc.stderr
         if not report.exists():
-            if allow_missing and proc.returncode in (4, 5):
-                return []
             raise WorkerError(
                 f"worker process exited with {proc.returncode} and wrote no report:\n{_tail(output)}"
             )
         data = json.loads(report.read_text(encoding="utf-8"))
     by_id = {entry.benchmark_id: entry for entry in (PerfResult.from_dict(d) for d in data["results"])}
-    if allow_missing and not by_id and proc.returncode in (4, 5):
-        return []
+    if not by_id and wanted is None:
+        raise WorkerError(f"worker process (exit {proc.returncode}) gave no result:\n{_tail(output)}")
     delivered = []
     checked = list(wanted) if wanted is not None else list(by_id)
     for bench in checked:

@@ -6,18 +6,26 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from types import FrameType
+from typing import Any, Final
 
-__all__ = ["FORBID_ROOT_ENV", "ABError", "RefCheckout", "check_imports"]
+__all__ = ["FORBID_ROOT_ENV", "ABError", "RefCheckout", "check_imports", "sweep_stale_checkouts"]
 
 #: Set in REF-side processes: no module of the project may come from this folder (the working tree).
 FORBID_ROOT_ENV: Final = "KEISEI_PERF_FORBID_ROOT"
+#: Prefix of the temporary folders that hold REF checkouts; each holds its owner's pid.
+_FOLDER_PREFIX: Final = "keisei-perf-ref-"
+_OWNER_FILE: Final = "owner.pid"
+_UNOWNED_GRACE_S: Final = 24 * 3600.0
 
 
 class ABError(RuntimeError):
@@ -47,17 +55,41 @@ class RefCheckout:
     commit: str = field(init=False)
     folder: Path | None = field(init=False, default=None)
 
+    _previous_sigterm: Any = field(init=False, default=None)
+
     def __post_init__(self) -> None:
         self.toplevel = Path(_git(["rev-parse", "--show-toplevel"], self.project_root)).resolve()
-        self.commit = _git(["rev-parse", "--verify", "--quiet", f"{self.ref}^{{commit}}"], self.project_root)
+        try:
+            self.commit = _git(["rev-parse", "--verify", "--quiet", f"{self.ref}^{{commit}}"], self.toplevel)
+        except ABError:
+            raise ABError(self._unknown_ref()) from None
+
+    def _unknown_ref(self) -> str:
+        """Why ``ref`` names no commit here, and for a shallow clone how to get the history."""
+        message = f"{self.ref!r} is not a commit in this clone"
+        try:
+            shallow = _git(["rev-parse", "--is-shallow-repository"], self.toplevel) == "true"
+        except ABError:
+            shallow = False
+        if shallow:
+            message += (
+                " (it is a shallow clone, which holds only the newest commit(s): with "
+                "actions/checkout set fetch-depth: 0, or fetch the base first, for example "
+                f"git fetch origin {self.ref})"
+            )
+        return message
 
     def open(self) -> Path:
-        """Create the worktree (once) and return its top folder."""
+        """Create the worktree (once) and return its top folder; checkouts that dead sessions
+        left behind are swept first, and SIGTERM now cleans up as SIGINT does."""
         if self.folder is None:
-            parent = Path(tempfile.mkdtemp(prefix="keisei-perf-ref-"))
+            sweep_stale_checkouts(self.toplevel)
+            parent = Path(tempfile.mkdtemp(prefix=_FOLDER_PREFIX))
+            (parent / _OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
             folder = parent / "ref"
             _git(["worktree", "add", "--detach", str(folder), self.commit], self.toplevel)
             self.folder = folder
+            self._catch_sigterm()
         return self.folder
 
     def close(self) -> None:
@@ -70,6 +102,23 @@ class RefCheckout:
             subprocess.run(["git", "worktree", "prune"], cwd=self.toplevel, capture_output=True, check=False)
         shutil.rmtree(self.folder.parent, ignore_errors=True)
         self.folder = None
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+    def _catch_sigterm(self) -> None:
+        """SIGTERM (a CI job cancelled) becomes KeyboardInterrupt, which pytest turns into an
+        orderly end whose session-finish hook closes this checkout. Only where nobody else
+        handles SIGTERM, and only from the main thread (where signals can be set)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def interrupt(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        self._previous_sigterm = signal.signal(signal.SIGTERM, interrupt)
 
     def mapped(self, path: Path) -> Path:
         """Where ``path`` (inside the working tree) lies in the REF checkout."""
@@ -88,6 +137,45 @@ class RefCheckout:
         )
         env[FORBID_ROOT_ENV] = str(self.toplevel)
         return env
+
+
+def sweep_stale_checkouts(toplevel: Path) -> list[Path]:
+    """Remove REF checkouts of ``toplevel`` whose owning process is gone (a session killed
+    outright), then let git prune their registrations; the folders removed."""
+    removed = []
+    listing = subprocess.run(
+        ["git", "worktree", "list", "--porcelain"], cwd=toplevel, capture_output=True, text=True, check=False
+    ).stdout
+    for line in listing.splitlines():
+        if not line.startswith("worktree "):
+            continue
+        folder = Path(line.removeprefix("worktree "))
+        parent = folder.parent
+        if not parent.name.startswith(_FOLDER_PREFIX) or _owner_alive(parent / _OWNER_FILE):
+            continue
+        shutil.rmtree(parent, ignore_errors=True)
+        removed.append(folder)
+    subprocess.run(["git", "worktree", "prune"], cwd=toplevel, capture_output=True, check=False)
+    return removed
+
+
+def _owner_alive(owner_file: Path) -> bool:
+    """Whether the session that made this checkout may still use it. A checkout with no owner
+    recorded (an older version made it) counts as alive for a day."""
+    try:
+        pid = int(owner_file.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        try:
+            return time.time() - owner_file.parent.stat().st_mtime < _UNOWNED_GRACE_S
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_imports(forbidden_root: str) -> None:

@@ -133,3 +133,37 @@ def test_an_update_waits_for_the_measurement_lock_and_says_so(pytester: pytest.P
     assert proc.returncode == 0, out
     assert "keisei-perf: waiting for another perf session to finish measuring" in out
     assert list((pytester.path / "baselines").glob("*.json"))
+
+
+def test_fewer_rounds_than_the_floor_are_refused_not_quietly_taken(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(BUSY)
+    result = pytester.runpytest("--perf-budget=0.02", "--perf-rounds=3", "--perf-modes=eager")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-rounds*must be >= 5, got '3'*"])
+    pytester.makepyfile(BUSY.replace("@pytest.mark.perf", "@pytest.mark.perf(rounds=3)"))
+    result = pytester.runpytest("--perf-budget=0.02", "--perf-modes=eager")
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error
+    result.stdout.fnmatch_lines(["*rounds*must be >= 5, got 3*"])
+
+
+def test_a_path_outside_the_project_cannot_drop_the_project_ini(
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """pytest moves its rootdir above the project when an outside path is a separate argument;
+    the project's perf_threshold would be silently lost, so the session stops and says how."""
+    pytester.makeini("[pytest]\nperf_threshold = 0.5\n")
+    pytester.makepyfile(BUSY)
+    history = tmp_path_factory.mktemp("ci-cache") / "h.jsonl"
+    history.write_text("")
+    result = pytester.runpytest_subprocess("--perf-disable", "--perf-history", str(history))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"*keisei-perf: pytest chose rootdir * and no ini file, so this project's settings in "
+            f"{pytester.path / 'tox.ini'} are not read: a path outside the project given as a separate "
+            f"argument (--perf-history {history}) moved it; write such options as one argument with "
+            f"'=' (--perf-history={history})"
+        ]
+    )
+    result = pytester.runpytest_subprocess("--perf-disable", f"--perf-history={history}")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()

@@ -36,6 +36,17 @@ def _run(value: float = 1e-3) -> dict[str, Any]:
     }
 
 
+def _file_with(**changes: Any) -> str:
+    """A baseline file of one run with ``changes`` to the run (``mode_<field>`` to its mode)."""
+    run = _run()
+    for name, value in changes.items():
+        if name.startswith("mode_"):
+            run["modes"]["eager"][name.removeprefix("mode_")] = value
+        else:
+            run[name] = value
+    return json.dumps({"schema_version": 1, "benchmarks": {"a": {"runs": [run]}}})
+
+
 def _store(tmp_path: Path) -> BaselineStore:
     key, facts = machine_key(FACTS)
     return BaselineStore(tmp_path / "baselines", key, facts)
@@ -168,6 +179,20 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
             ),
             "NaN is not allowed",
         ),
+        (
+            _file_with(compile_kwargs=[["backend", "eager"]]),
+            "benchmarks['a'].runs[0].compile_kwargs must be an object of torch.compile arguments or null, "
+            "got [['backend', 'eager']]",
+        ),
+        (_file_with(device=3), "benchmarks['a'].runs[0].device must be a device name"),
+        (
+            _file_with(threads="1"),
+            "benchmarks['a'].runs[0].threads must be a whole number of threads or null, got '1'",
+        ),
+        (_file_with(threads=True), "runs[0].threads must be a whole number of threads or null, got True"),
+        (_file_with(reference_version="2"), "runs[0].reference_version must be a whole number"),
+        (_file_with(mode_fallback="no"), "runs[0].modes['eager'].fallback must be true or false or null"),
+        (_file_with(mode_graph_count=1.5), "runs[0].modes['eager'].graph_count must be a whole number"),
     ],
 )
 def test_bad_files_raise_naming_file_and_problem_and_stay_untouched(

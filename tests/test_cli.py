@@ -144,27 +144,52 @@ def test_compare_bad_input_exits_2_naming_the_file(
     assert message in err
 
 
-def test_prune_drops_entries_of_tests_that_are_gone(
+def test_prune_lists_by_default_and_drops_only_with_apply(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytester.makepyfile(test_x="def test_kept(perf):\n    pass\n")
-    directory = _baseline_dir(
-        pytester.path,
-        {"test_x.py::test_kept": 1.0, "test_x.py::test_kept::named": 1.0, "test_x.py::gone": 1.0},
-        3,
+    pytester.makepyfile(
+        test_x="import pytest\n\n"
+        "def test_kept(perf):\n    pass\n\n"
+        "@pytest.mark.parametrize('n', [1], ids=['small matrix'])\n"
+        "def test_spaced(perf, n):\n    pass\n"
     )
+    live = {"test_x.py::test_kept", "test_x.py::test_kept::named", "test_x.py::test_spaced[small matrix]"}
+    directory = _baseline_dir(pytester.path, {**dict.fromkeys(live, 1.0), "test_x.py::gone": 1.0}, 3)
     (path,) = directory.glob("*.json")
     before = path.read_text()
     monkeypatch.chdir(pytester.path)
-    assert main(["prune", "--dry-run"]) == 0
-    assert "would drop test_x.py::gone" in capsys.readouterr().out
-    assert path.read_text() == before
-    assert main(["prune"]) == 0
+    for listing in (["prune"], ["prune", "--dry-run"]):
+        assert main(listing) == 0
+        out = capsys.readouterr().out
+        assert "would drop test_x.py::gone" in out
+        assert "small matrix" not in out  # a live id with a space is not stale
+        assert "1 stale entry found; nothing changed (--apply removes them)" in out
+        assert path.read_text() == before
+    assert main(["prune", "--apply", "--dry-run"]) == 2
+    assert "contradict" in capsys.readouterr().err
+    assert main(["prune", "--apply"]) == 0
     assert "1 stale entry removed" in capsys.readouterr().out
-    assert set(json.loads(path.read_text())["benchmarks"]) == {
-        "test_x.py::test_kept",
-        "test_x.py::test_kept::named",
-    }
+    assert set(json.loads(path.read_text())["benchmarks"]) == live
+
+
+def test_prune_in_a_monorepo_reads_ids_as_the_plugin_writes_them(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pytest.ini at the top, the package's own pyproject.toml below: ids are relative to the
+    package (the test file's project root), not to the rootdir."""
+    (pytester.path / "pytest.ini").write_text("[pytest]\n")
+    package = pytester.path / "pkg"
+    (package / "tests").mkdir(parents=True)
+    (package / "pyproject.toml").write_text("[project]\nname = 'pkg'\n")
+    (package / "tests" / "test_y.py").write_text("def test_live(perf):\n    pass\n")
+    directory = _baseline_dir(
+        pytester.path, {"tests/test_y.py::test_live": 1.0, "tests/test_y.py::gone": 1.0}, 3
+    )
+    monkeypatch.chdir(pytester.path)
+    assert main(["prune", "--dir", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "would drop tests/test_y.py::gone" in out
+    assert "test_live" not in out
 
 
 def test_prune_refuses_when_no_perf_test_is_collected(

@@ -228,6 +228,12 @@ def test_history_command_names_bad_input(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "bad.jsonl").write_text("junk\n")
     assert cli.main(["history", "--dir", str(tmp_path / "x"), "--history", str(tmp_path / "bad.jsonl")]) == 2
     assert "no valid history entry" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert (
+        cli.main(["history", "--history", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "a_file")])
+        == 2
+    )
+    assert f"--out {tmp_path / 'a_file'}: is a file, not a folder" in capsys.readouterr().err
 
 
 def _browse(page: Path, screenshot: Path) -> tuple[list[str], list[str]]:
