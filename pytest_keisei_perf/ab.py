@@ -16,12 +16,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import pytest
 
-from . import stats
 from .gate import decision_verdict, settle
+from .paired import PairedLook, look
 from .record import RunRecord, median_of_runs
 from .report import format_duration
 from .result import PerfResult, Verdict
@@ -37,6 +37,7 @@ __all__ = [
     "FORBID_ROOT_ENV",
     "ABError",
     "ABRole",
+    "PairPlan",
     "PairedRuns",
     "RefCheckout",
     "check_imports",
@@ -46,11 +47,25 @@ __all__ = [
     "verdicts_for",
 ]
 
-#: Pairs after which the run may stop early when every mode's answer is already clear.
-MIN_PAIRS_BEFORE_STOPPING: Final = 3
-#: Early stops need more than the final decision: p below alpha / 10 for a regression, or the
-#: upper 99% bound below the threshold for a pass, so peeking cannot inflate false alarms.
-EARLY_STOP_CONFIDENCE: Final = 0.99
+
+@dataclass(frozen=True)
+class PairPlan:
+    """How many pairs a comparison takes: ``pairs`` always, then more up to ``max_pairs`` while
+    some answer is unclear (:mod:`.paired` keeps the error rates across these looks)."""
+
+    pairs: int
+    max_pairs: int
+    threshold: float
+    alpha: float
+
+    def done(self, taken: int, all_clear: bool) -> bool:
+        """Whether a comparison with ``taken`` pairs stops here."""
+        return taken >= self.max_pairs or (taken >= self.pairs and all_clear)
+
+    def look(self, differences: Sequence[float]) -> PairedLook:
+        return look(
+            differences, threshold=self.threshold, alpha=self.alpha, first=self.pairs, last=self.max_pairs
+        )
 
 
 @dataclass
@@ -70,43 +85,27 @@ def _differences(runs: PairedRuns, mode: str) -> list[float]:
     return out
 
 
-def decide_pairs(
-    runs: PairedRuns, mode: str, *, threshold: float, alpha: float, confidence: float = 0.95
-) -> tuple[stats.GateDecision, float]:
-    """The paired decision for one mode and the raw change of the median times (B over A)."""
-    decision = stats.compare_paired(
-        _differences(runs, mode), threshold=threshold, alpha=alpha, confidence=confidence
-    )
+def decide_pairs(runs: PairedRuns, mode: str, plan: PairPlan) -> tuple[PairedLook, float]:
+    """The paired look at one mode and the raw change of the median times (B over A)."""
     raw = median_of_runs(runs.b, mode) / median_of_runs(runs.a, mode) - 1
-    return decision, raw
+    return plan.look(_differences(runs, mode)), raw
 
 
-def is_clear(runs: PairedRuns, modes: Sequence[str], *, threshold: float, alpha: float) -> bool:
-    """Whether every mode's answer is already clear either way (early stop)."""
-    for mode in modes:
-        decision, _ = decide_pairs(
-            runs, mode, threshold=threshold, alpha=alpha, confidence=EARLY_STOP_CONFIDENCE
-        )
-        if decision.change_ci is None or decision.p_slower is None:
-            return False
-        clearly_fine = decision.change_ci[1] < threshold
-        clearly_slower = decision.p_slower < alpha / 10 and decision.change_ci[0] > threshold
-        if not (clearly_fine or clearly_slower):
-            return False
-    return True
+def is_clear(runs: PairedRuns, modes: Sequence[str], plan: PairPlan) -> bool:
+    """Whether every mode's answer is clear: beyond the threshold, or a pass with power."""
+    return all(decide_pairs(runs, mode, plan)[0].clear for mode in modes)
 
 
 def gather_pairs(
     nodeid: str,
+    plan: PairPlan,
     *,
-    pairs: int,
     run_a: Callable[[], list[PerfResult] | None],
     run_b: Callable[[], list[PerfResult]],
-    threshold: float,
-    alpha: float,
     say: Callable[[str], None],
 ) -> tuple[dict[str, PairedRuns], set[str]]:
-    """Interleaved pairs (A B, B A, ...) of every benchmark the test produces.
+    """Interleaved pairs (A B, B A, ...) of every benchmark the test produces: ``plan.pairs``,
+    then one more at a time up to ``plan.max_pairs`` while some mode's answer is unclear.
 
     ``run_a`` returns None when the test does not exist at REF. One unmeasured run per side goes
     first, so both sides then time a warm compile cache alike. Returns the pairs per benchmark
@@ -121,66 +120,99 @@ def gather_pairs(
     new = set(warm_b) - present_at_ref
     results = {bench: PairedRuns() for bench in warm_b if bench not in new}
     modes = {bench: list(warm_b[bench].modes) for bench in results}
-    for i in range(pairs):
+    for i in range(plan.max_pairs):
         order = ("a", "b") if i % 2 == 0 else ("b", "a")
-        say(f"keisei-perf: A/B {nodeid}: pair {i + 1}/{pairs} ({' then '.join(o.upper() for o in order)})")
-        got: dict[str, dict[str, RunRecord]] = {}
-        for side in order:
-            entries = run_a() if side == "a" else run_b()
-            got[side] = {e.benchmark_id: RunRecord.from_result(e) for e in entries or ()}
-        for bench, paired in results.items():
-            for side, runs in (("a", paired.a), ("b", paired.b)):
-                if bench not in got[side]:
-                    where = "REF" if side == "a" else "the working tree"
-                    raise WorkerError(f"{where}'s process gave no result for {bench} in pair {i + 1}")
-                runs.append(got[side][bench])
+        planned = plan.pairs if i < plan.pairs else plan.max_pairs
+        say(f"keisei-perf: A/B {nodeid}: pair {i + 1}/{planned} ({' then '.join(o.upper() for o in order)})")
+        _add_pair(results, i, order, run_a, run_b)
         taken = i + 1
-        if MIN_PAIRS_BEFORE_STOPPING <= taken < pairs and all(
-            is_clear(results[b], modes[b], threshold=threshold, alpha=alpha) for b in results
-        ):
-            say(f"keisei-perf: A/B {nodeid}: stopped after {taken} of {pairs} pairs: the answer is clear")
+        if taken < plan.pairs:
+            continue
+        all_clear = all(is_clear(results[b], modes[b], plan) for b in results)
+        if plan.done(taken, all_clear):
+            if all_clear and taken > plan.pairs:
+                say(f"keisei-perf: A/B {nodeid}: clear after {taken} pairs")
             break
+        if taken == plan.pairs:
+            say(
+                f"keisei-perf: A/B {nodeid}: unclear after {taken} pairs; adding pairs, "
+                f"up to {plan.max_pairs} (--perf-ab-max-pairs)"
+            )
     return results, new
+
+
+def _add_pair(
+    results: dict[str, PairedRuns],
+    index: int,
+    order: tuple[str, str],
+    run_a: Callable[[], list[PerfResult] | None],
+    run_b: Callable[[], list[PerfResult]],
+) -> None:
+    got: dict[str, dict[str, RunRecord]] = {}
+    for side in order:
+        entries = run_a() if side == "a" else run_b()
+        got[side] = {e.benchmark_id: RunRecord.from_result(e) for e in entries or ()}
+    for bench, paired in results.items():
+        for side, runs in (("a", paired.a), ("b", paired.b)):
+            if bench not in got[side]:
+                where = "REF" if side == "a" else "the working tree"
+                raise WorkerError(f"{where}'s process gave no result for {bench} in pair {index + 1}")
+            runs.append(got[side][bench])
 
 
 def verdicts_for(
     bench: str,
     runs: PairedRuns,
     modes: Sequence[str],
+    plan: PairPlan,
     *,
     ref: str,
-    threshold: float,
-    alpha: float,
     bh: Callable[[float], tuple[bool, int]],
-    nodeid: str,
 ) -> tuple[dict[str, Verdict], list[str]]:
     """Verdict per mode from the pairs; regressions must also be slower in raw time and survive
     Benjamini-Hochberg (``bh(p)`` -> (rejected, comparisons); it hears every p-value, so a
-    session's passing comparisons count in the correction like the gate's do)."""
+    session's passing comparisons count in the correction like the gate's do). A pass without
+    the power to have seen a slowdown at the threshold is ``inconclusive``."""
     verdicts: dict[str, Verdict] = {}
     failures: list[str] = []
     for mode in modes:
-        decision, raw = decide_pairs(runs, mode, threshold=threshold, alpha=alpha)
+        paired, raw = decide_pairs(runs, mode, plan)
+        decision = paired.decision
         if decision.change is None or decision.change_ci is None:
             verdicts[mode] = Verdict(
                 mode=mode, status="inconclusive", message=f"{bench} [{mode}]: {decision.reason}"
             )
             continue
         status, note = settle(decision, raw, bh)
-        lo, hi = decision.change_ci
-        p = decision.p_slower if decision.change >= 0 else decision.p_faster
-        now_s, ref_s = (format_duration(median_of_runs(side, mode)) for side in (runs.b, runs.a))
-        message = (
-            f"{bench} [{mode}]: A/B against {ref}: median {now_s} vs {ref_s} at {ref}; "
-            f"change {decision.change:+.1%} (95% CI {lo:+.1%} "
-            f"to {hi:+.1%}, paired over {len(runs.a)} pairs, machine-normalised), p={p:.3g}; raw {raw:+.1%}; "
-            f"detectable {decision.detectable_effect:.1%}{note}"
-        )
+        if status == "pass" and not paired.powered_pass:
+            status = "inconclusive"
+            note += (
+                f"; inconclusive, not a pass: after {paired.pairs} pairs {paired.why_unclear()} "
+                "(--perf-ab-max-pairs allows more pairs; --perf-fail-inconclusive fails it)"
+            )
+        message = f"{bench} [{mode}]: {_describe_look(paired, runs, mode, ref, raw)}{note}"
         if status == "regression":
             message = f"performance regression: {message}"
             failures.append(message)
         verdicts[mode] = decision_verdict(mode, status, message, decision, raw)
     return verdicts, failures
+
+
+def _describe_look(paired: PairedLook, runs: PairedRuns, mode: str, ref: str, raw: float) -> str:
+    decision = paired.decision
+    assert decision.change is not None
+    assert decision.change_ci is not None
+    lo, hi = decision.change_ci
+    p = decision.p_slower if decision.change >= 0 else decision.p_faster
+    now_s, ref_s = (format_duration(median_of_runs(side, mode)) for side in (runs.b, runs.a))
+    wild = ""
+    if paired.wild:
+        wild = f", {len(paired.wild)} wild pair(s) set aside ({', '.join(f'{w:+.1%}' for w in paired.wild)})"
+    return (
+        f"A/B against {ref}: median {now_s} vs {ref_s} at {ref}; change {decision.change:+.1%} "
+        f"({paired.confidence:.1%} CI {lo:+.1%} to {hi:+.1%}, paired over {paired.pairs} pairs{wild}, "
+        f"machine-normalised), p={p:.3g}; raw {raw:+.1%}; detectable {decision.detectable_effect:.1%}"
+    )
 
 
 class ABRole:
@@ -246,10 +278,14 @@ class ABRole:
             return dataclasses.replace(result, verdicts=verdicts)
         ledger = self._session.ledger
         verdicts, failures = verdicts_for(
-            bench, pairs[bench], list(result.modes), ref=self.ref, threshold=config.threshold,
-            alpha=config.alpha, bh=lambda p: ledger.decide(p, config.alpha), nodeid=item.nodeid,
+            bench, pairs[bench], list(result.modes), self._plan(config), ref=self.ref,
+            bh=lambda p: ledger.decide(p, config.alpha),
         )  # fmt: skip
         return concluded(result, verdicts, failures, self._session.settings)
+
+    def _plan(self, config: BenchmarkConfig) -> PairPlan:
+        settings = self._session.settings
+        return PairPlan(settings.ab_pairs, settings.ab_max_pairs, config.threshold, config.alpha)
 
     def _gather(
         self, item: pytest.Item, config: BenchmarkConfig
@@ -288,13 +324,5 @@ class ABRole:
             state = process_state(session.settings.compile_state)
             return self.fresh.warm_retry(run_ref, f"{item.nodeid} at {self.ref}", state)
 
-        pairs, new = gather_pairs(
-            item.nodeid,
-            pairs=session.settings.ab_pairs,
-            run_a=run_a,
-            run_b=run_b,
-            threshold=config.threshold,
-            alpha=config.alpha,
-            say=session.say,
-        )
+        pairs, new = gather_pairs(item.nodeid, self._plan(config), run_a=run_a, run_b=run_b, say=session.say)
         return pairs, new, last_b

@@ -16,6 +16,7 @@ __all__ = [
     "economics_lines",
     "format_calls",
     "format_duration",
+    "inconclusive_lines",
     "markdown_summary",
     "not_compared_lines",
     "summary_lines",
@@ -186,6 +187,20 @@ def not_compared_lines(results: Sequence[PerfResult], *, verbose: bool = False) 
         if verbose:
             lines.extend(f"  {detail}" for detail in details[1:])
     return lines
+
+
+def inconclusive_lines(results: Sequence[PerfResult], *, fails: bool) -> list[str]:
+    """One line when some comparisons could not decide (too noisy, too few runs or pairs, raw
+    and normalised time disagreeing): an undecided comparison is said, never passed."""
+    cases = [(r.benchmark_id, v) for r in results for v in r.verdicts.values() if v.status == "inconclusive"]
+    if not cases:
+        return []
+    benchmarks = {bench for bench, _ in cases}
+    tail = "they fail (--perf-fail-inconclusive)" if fails else "--perf-fail-inconclusive fails them"
+    return [
+        f"keisei-perf: INCONCLUSIVE (compared, but the answer is unclear): {len(benchmarks)} "
+        f"benchmark(s), {len(cases)} mode(s); e.g. {cases[0][1].message}; {tail}"
+    ]
 
 
 def not_checked_lines(results: Sequence[PerfResult]) -> list[str]:

@@ -48,7 +48,13 @@ class SessionReport:
         ]
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from .report import economics_lines, not_checked_lines, not_compared_lines, summary_lines
+        from .report import (
+            economics_lines,
+            inconclusive_lines,
+            not_checked_lines,
+            not_compared_lines,
+            summary_lines,
+        )
 
         session = self._session
         results = session.results
@@ -79,7 +85,12 @@ class SessionReport:
         if verbose:
             for line in economics_lines(results):
                 terminalreporter.write_line(line)
-        for line in [*not_compared_lines(results, verbose=verbose), *not_checked_lines(results)]:
+        unsettled = [
+            *not_compared_lines(results, verbose=verbose),
+            *inconclusive_lines(results, fails=session.settings.fail_inconclusive),
+            *not_checked_lines(results),
+        ]
+        for line in unsettled:
             terminalreporter.write_line(line, yellow=True, bold=True)
         if session.compile_cache is not None:
             terminalreporter.write_line(f"keisei-perf: compile cache {session.compile_cache.describe()}")

@@ -40,6 +40,8 @@ CONFIRM_RUNS: Final = 4
 MIN_BASELINE_RUNS: Final = 3
 #: Fewer timed rounds than this give no usable spread, whatever the budget says.
 MIN_ROUNDS: Final = 5
+#: Default of ``--perf-ab-max-pairs``.
+AB_MAX_PAIRS: Final = 12
 #: ``--perf-compile-state``: time compiled code loaded from the persisted cache, compiled from an
 #: empty cache in a fresh process, or both side by side.
 COMPILE_STATES: Final = ("warm", "cold", "both")
@@ -209,7 +211,16 @@ class PerfSettings:
     worker: bool = False
     compare_ref: str | None = None
     ab_pairs: int = 5
+    ab_max_pairs_set: int | None = None
     import_roots: tuple[str, ...] = ()
+
+    @property
+    def ab_max_pairs(self) -> int:
+        """The most pairs an A/B comparison takes while an answer is unclear: as set, or
+        :data:`AB_MAX_PAIRS` (never fewer than ``ab_pairs``)."""
+        if self.ab_max_pairs_set is not None:
+            return self.ab_max_pairs_set
+        return max(AB_MAX_PAIRS, self.ab_pairs)
 
 
 @dataclass(frozen=True)
@@ -444,8 +455,16 @@ _OPTIONS: Final = (
         "ab_pairs",
         "--perf-ab-pairs",
         _int_at_least(2),
-        "pairs of fresh processes (REF, working tree) per test for --perf-compare-ref (default 5; "
-        "stops early when the answer is clear)",
+        "pairs of fresh processes (REF, working tree) per test for --perf-compare-ref (default 5); "
+        "more while an answer is unclear",
+        metavar="N",
+    ),
+    _Option(
+        "ab_max_pairs_set",
+        "--perf-ab-max-pairs",
+        _int_at_least(2),
+        "the most pairs --perf-compare-ref takes while an answer is unclear (default 12); still "
+        "unclear then: inconclusive",
         metavar="N",
     ),
     _Option(
@@ -518,6 +537,11 @@ def _check_contradictions(settings: PerfSettings) -> None:
         raise pytest.UsageError(
             "keisei-perf: --perf-compare-ref and --perf-disable contradict each other: a smoke run "
             "times nothing to compare"
+        )
+    if settings.ab_max_pairs < settings.ab_pairs:
+        raise pytest.UsageError(
+            f"keisei-perf: --perf-ab-max-pairs {settings.ab_max_pairs} is below --perf-ab-pairs "
+            f"{settings.ab_pairs}: the most pairs cannot be fewer than the pairs always taken"
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,7 +20,10 @@ from .gate import GateContext, decide
 from .ledger import FalseDiscoveryLedger
 from .record import ModeRun, RunRecord
 
-__all__ = ["Scenario", "alarm_rate", "make_run", "session_regressions"]
+if TYPE_CHECKING:
+    from .ab import PairPlan
+
+__all__ = ["Scenario", "ab_comparison", "alarm_rate", "make_run", "session_regressions"]
 
 #: Simulated runs compare only among themselves; any one version does (importing the real one
 #: would import torch).
@@ -118,3 +122,36 @@ def session_regressions(
 def alarm_rate(scenario: Scenario, rng: np.random.Generator, slowdown: float, trials: int) -> float:
     """Share of single-benchmark sessions that fail as a regression at a true ``slowdown``."""
     return sum(session_regressions(scenario, rng, [slowdown])[0] > 0 for _ in range(trials)) / trials
+
+
+def ab_comparison(
+    plan: PairPlan,
+    rng: np.random.Generator,
+    effect: float,
+    *,
+    noise: float,
+    wild_share: float = 0.0,
+    wild_scale: float = 5.0,
+) -> tuple[str, int]:
+    """One simulated A/B comparison through the real stopping rule and :func:`ab.verdicts_for`:
+    its verdict and the pairs it took.
+
+    Each pair shares a machine offset (it cancels) and each side adds normal noise of sd
+    ``noise``; with probability ``wild_share`` one side of a pair also meets a heavy-tailed spike
+    (|t with 3 df| x ``wild_scale`` x ``noise``), a noisy neighbour slowing one process.
+    """
+    from .ab import PairedRuns, is_clear, verdicts_for
+
+    runs = PairedRuns()
+    for taken in range(1, plan.max_pairs + 1):
+        common = rng.normal(0.0, 0.05)
+        a, b = common + rng.normal(0.0, noise), common + math.log1p(effect) + rng.normal(0.0, noise)
+        if rng.random() < wild_share:
+            spike = abs(float(rng.standard_t(3))) * wild_scale * noise
+            a, b = (a + spike, b) if rng.random() < 0.5 else (a, b + spike)
+        runs.a.append(make_run({"eager": a}))
+        runs.b.append(make_run({"eager": b}))
+        if plan.done(taken, is_clear(runs, ["eager"], plan)):
+            break
+    verdicts, _ = verdicts_for("sim", runs, ["eager"], plan, ref="base", bh=lambda p: (p < plan.alpha, 1))
+    return verdicts["eager"].status, len(runs.a)

@@ -3,14 +3,16 @@ processes on both sides, slowdowns orders of magnitude above any noise."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pytest_keisei_perf import ab
+from pytest_keisei_perf import ab, paired, simulate, stats
 
 FAST = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-modes=eager", "-p", "no:cacheprovider")
 
@@ -87,6 +89,32 @@ def test_a_test_that_does_not_exist_at_ref_is_a_new_benchmark(repo: pytest.Pytes
     )
 
 
+def test_an_unclear_answer_takes_more_pairs_then_is_inconclusive_not_a_pass(repo: pytest.Pytester) -> None:
+    """A 0.1% threshold is below anything three pairs of identical code can show: more pairs are
+    taken, and the answer is inconclusive (failing under --perf-fail-inconclusive), never pass."""
+    result = repo.runpytest_subprocess(
+        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2", "--perf-ab-max-pairs=3",
+        "--perf-threshold=0.001", "--perf-fail-inconclusive",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*A/B tests/test_w.py::test_work: unclear after 2 pairs; adding pairs, up to 3 "
+            "(--perf-ab-max-pairs)",
+            "*A/B tests/test_w.py::test_work: pair 3/3 *",
+            "*test_work [[]eager[]]: A/B against HEAD: * paired over 3 pairs, *inconclusive, not a pass: "
+            "after 3 pairs it can detect only *, past the 0.1% threshold*(--perf-fail-inconclusive)",
+            "keisei-perf: INCONCLUSIVE (compared, but the answer is unclear): 1 benchmark(s), 1 mode(s);*",
+        ]
+    )
+
+
+def test_max_pairs_below_pairs_is_a_usage_error(repo: pytest.Pytester) -> None:
+    result = repo.runpytest("--perf-compare-ref=HEAD", "--perf-ab-pairs=6", "--perf-ab-max-pairs=4")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perf-ab-max-pairs 4 is below --perf-ab-pairs 6*"])
+
+
 def test_ref_side_must_not_import_the_working_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tree = tmp_path / "tree"
     (tree / "mypkg").mkdir(parents=True)
@@ -99,34 +127,85 @@ def test_ref_side_must_not_import_the_working_tree(tmp_path: Path, monkeypatch: 
     ab.check_imports(str(tree))  # nothing from there: fine
 
 
-def test_paired_decisions_and_early_stop() -> None:
+PLAN = ab.PairPlan(pairs=4, max_pairs=12, threshold=0.05, alpha=0.05)
+
+
+def _pairs(a: tuple[float, ...], b: tuple[float, ...]) -> ab.PairedRuns:
     from pytest_keisei_perf.simulate import make_run
 
-    runs = ab.PairedRuns(
-        a=[make_run({"eager": v}) for v in (0.0, 0.01, -0.01, 0.005)],
-        b=[make_run({"eager": v + 0.5}) for v in (0.0, 0.012, -0.008, 0.004)],
-    )
-    decision, raw = ab.decide_pairs(runs, "eager", threshold=0.05, alpha=0.05)
-    assert decision.status == "regression"
+    return ab.PairedRuns(a=[make_run({"eager": v}) for v in a], b=[make_run({"eager": v}) for v in b])
+
+
+def test_paired_decisions_need_power_to_pass() -> None:
+    runs = _pairs((0.0, 0.01, -0.01, 0.005), (0.5, 0.512, 0.492, 0.504))
+    paired, raw = ab.decide_pairs(runs, "eager", PLAN)
+    assert paired.decision.status == "regression"
     assert raw == pytest.approx(0.6487, rel=0.01)  # exp(0.5) - 1
-    assert ab.is_clear(runs, ["eager"], threshold=0.05, alpha=0.05)
-    same = ab.PairedRuns(a=runs.a, b=[make_run({"eager": v}) for v in (0.03, -0.03, 0.02, -0.025)])
-    assert not ab.is_clear(same, ["eager"], threshold=0.05, alpha=0.05)
-    verdicts, failures = ab.verdicts_for(
-        "t::b", runs, ["eager"], ref="main", threshold=0.05, alpha=0.05, bh=lambda p: (True, 1), nodeid="t"
-    )
+    assert ab.is_clear(runs, ["eager"], PLAN)
+    noisy = _pairs((0.0, 0.01, -0.01, 0.005), (0.03, -0.03, 0.02, -0.025))
+    assert not ab.is_clear(noisy, ["eager"], PLAN)
+    verdicts, failures = ab.verdicts_for("t::b", runs, ["eager"], PLAN, ref="main", bh=lambda p: (True, 1))
     assert verdicts["eager"].status == "regression"
-    assert failures
     assert "A/B against main" in failures[0]
-    verdicts, failures = ab.verdicts_for(
-        "t::b", runs, ["eager"], ref="main", threshold=0.05, alpha=0.05, bh=lambda p: (False, 8), nodeid="t"
-    )
-    assert verdicts["eager"].status == "pass"
+    # a slowdown BH does not confirm is not a pass either: nothing showed it is below the threshold
+    verdicts, failures = ab.verdicts_for("t::b", runs, ["eager"], PLAN, ref="main", bh=lambda p: (False, 8))
+    assert verdicts["eager"].status == "inconclusive"
     assert "not significant after Benjamini-Hochberg over 8 comparisons" in verdicts["eager"].message
     assert failures == []
     heard: list[float] = []
-    ab.verdicts_for(
-        "t::b", same, ["eager"], ref="main", threshold=0.05, alpha=0.05,
-        bh=lambda p: (heard.append(p), (False, 1))[1], nodeid="t",
-    )  # fmt: skip
-    assert len(heard) == 1  # a passing comparison still counts in the correction
+    verdicts, _ = ab.verdicts_for(
+        "t::b", noisy, ["eager"], PLAN, ref="main", bh=lambda p: (heard.append(p), (False, 1))[1]
+    )
+    assert len(heard) == 1  # an unclear comparison still counts in the correction
+    assert verdicts["eager"].status == "inconclusive"
+    assert "inconclusive, not a pass: after 4 pairs it can detect only" in verdicts["eager"].message
+    quiet = _pairs((0.0, 0.01, -0.01, 0.005, 0.0), (0.002, 0.008, -0.012, 0.004, 0.001))
+    verdicts, _ = ab.verdicts_for("t::b", quiet, ["eager"], PLAN, ref="main", bh=lambda p: (False, 1))
+    assert verdicts["eager"].status == "pass"
+
+
+def test_a_wild_pair_is_set_aside_and_named() -> None:
+    steady = (0.0, 0.01, -0.01, 0.005, -0.004, 0.002)
+    runs = _pairs(steady, (*(v + 0.003 for v in steady[:-1]), 0.9))  # one process met a neighbour
+    seen, _ = ab.decide_pairs(runs, "eager", PLAN)
+    assert seen.wild == pytest.approx((math.expm1(0.898),))
+    assert seen.powered_pass
+    verdicts, _ = ab.verdicts_for("t::b", runs, ["eager"], PLAN, ref="main", bh=lambda p: (False, 1))
+    assert "paired over 6 pairs, 1 wild pair(s) set aside (+145.5%)" in verdicts["eager"].message
+    # the same pairs through a plain t-test: the wild pair alone would make them unclear
+    differences = [b - a for a, b in zip(steady, (*(v + 0.003 for v in steady[:-1]), 0.9), strict=True)]
+    plain = stats.compare_paired(differences, threshold=0.05, alpha=seen.level, confidence=seen.confidence)
+    assert plain.change_ci is not None
+    assert plain.change_ci[1] > 0.05
+
+
+def test_the_per_look_level_keeps_false_alarms_at_alpha_across_looks() -> None:
+    """Seeded: no-change comparisons looked at after every pair from 5 to 12, thresholds off.
+    At the per-look level some look crosses in about alpha of them; at alpha itself, far more."""
+    level = paired.per_look_level(0.05, 5, 12)
+    assert 0.005 < level < 0.05
+    rng = np.random.default_rng(11)
+    x = rng.normal(0.0, 0.03, size=(4000, 12))
+    crossed_at = {level: 0, 0.05: 0}
+    for row in x:
+        for nominal in crossed_at:
+            decisions = (stats.compare_paired(row[:n], threshold=-1.0, alpha=nominal) for n in range(5, 13))
+            crossed_at[nominal] += any(d.status == "regression" for d in decisions)
+    assert crossed_at[level] / 4000 == pytest.approx(0.05, abs=0.012)
+    assert crossed_at[0.05] / 4000 > 0.08  # looking after every pair at alpha inflates it
+
+
+def test_the_stopping_rule_never_passes_without_power() -> None:
+    """Seeded A/B sessions through the real stopping rule and verdicts (pairs 5 to 12, 5%
+    threshold): identical code never fails, +10% is nearly always caught, and a pass is only ever
+    reported with an upper bound and a detectable effect below the threshold."""
+    plan = ab.PairPlan(pairs=5, max_pairs=12, threshold=0.05, alpha=0.05)
+    rng = np.random.default_rng(5)
+    same = [simulate.ab_comparison(plan, rng, 0.0, noise=0.02, wild_share=0.2) for _ in range(200)]
+    slower = [simulate.ab_comparison(plan, rng, 0.10, noise=0.02, wild_share=0.2) for _ in range(200)]
+    at_threshold = [simulate.ab_comparison(plan, rng, 0.05, noise=0.02) for _ in range(300)]
+    assert sum(status == "regression" for status, _ in same) <= 4
+    assert sum(status == "regression" for status, _ in slower) >= 190
+    assert sum(status == "pass" for status, _ in at_threshold) / 300 <= 0.08  # alpha, with sampling error
+    assert all(5 <= taken <= 12 for _, taken in same + slower + at_threshold)
+    assert max(taken for _, taken in same) > 5  # unclear answers took more pairs

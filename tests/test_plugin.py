@@ -642,11 +642,20 @@ def test_x(perf):
     passed = pytester.runpytest_subprocess(*fast)
     passed.assert_outcomes(passed=1, warnings=1)
     passed.stdout.fnmatch_lines(
-        ["*PerfSpeedupWarning: test_*.py::test_x: compiled/eager speedup dropped (shim)*"]
+        [
+            "*PerfSpeedupWarning: test_*.py::test_x: compiled/eager speedup dropped (shim)*",
+            "keisei-perf: INCONCLUSIVE (compared, but the answer is unclear): 1 benchmark(s), 2 mode(s); "
+            "e.g. test_*.py::test_x [[]eager[]]: inconclusive: shim; --perf-fail-inconclusive fails them",
+        ]
     )
     failed = pytester.runpytest_subprocess(*fast, "--perf-fail-inconclusive")
     failed.assert_outcomes(failed=1, warnings=1)
-    failed.stdout.fnmatch_lines(["*test_x [[]eager[]]: inconclusive: shim (--perf-fail-inconclusive)*"])
+    failed.stdout.fnmatch_lines(
+        [
+            "*test_x [[]eager[]]: inconclusive: shim (--perf-fail-inconclusive)*",
+            "keisei-perf: INCONCLUSIVE (*; they fail (--perf-fail-inconclusive)",
+        ]
+    )
 
 
 def test_a_benchmark_failing_its_smoke_run_is_left_out_of_the_update(
