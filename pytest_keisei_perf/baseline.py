@@ -94,6 +94,16 @@ def fact_differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list
     return [f"{k} {theirs.get(k)!s} -> {ours.get(k)!s}" for k in keys if ours.get(k) != theirs.get(k)]
 
 
+def nearest_machine(
+    facts: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, list[str]] | None:
+    """The stored key whose facts differ from ``facts`` in the fewest ways, with those ways."""
+    if not others:
+        return None
+    nearest = min(others, key=lambda key: len(fact_differences(facts, others[key])))
+    return nearest, fact_differences(facts, others[nearest])
+
+
 def git_commit(cwd: Path) -> str | None:
     """HEAD of the repository at ``cwd``, or None outside git."""
     try:

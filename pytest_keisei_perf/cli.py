@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gate, stats
+from . import __version__, gate, stats
 from .baseline import BaselineError, load, prune_file, sample_problem
 from .ledger import FalseDiscoveryLedger
 from .record import RunRecord, comparability_problem, median_of_runs
@@ -229,6 +229,35 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- machine ---------------------------------------------------------------------------------------
+def _cmd_machine(args: argparse.Namespace) -> int:
+    """This host's baseline key, its facts, and whether a baseline exists for it."""
+    from .baseline import BaselineStore, machine_key, nearest_machine
+    from .machine import machine_info
+    from .settings import MACHINE_ENV
+
+    name = args.name or os.environ.get(MACHINE_ENV) or None
+    key, facts = machine_key(machine_info(threads=args.threads), name)
+    store = BaselineStore(args.dir, key, facts)
+    print(f"machine key: {key}")
+    for fact, value in facts.items():
+        print(f"  {fact}: {value}")
+    if store.path.is_file():
+        try:
+            count = len(store.load())
+        except BaselineError as exc:
+            raise CliError(str(exc)) from None
+        print(f"baseline: {store.path} ({count} benchmark(s)): the gate compares here")
+        return 0
+    print(f"baseline: none in {args.dir} for this key: the gate compares nothing here (NOT COMPARED)")
+    found = nearest_machine(facts, store.other_machines())
+    if found is not None:
+        nearest, differences = found
+        print(f"nearest stored key: {nearest}; differs in: {', '.join(differences) or 'nothing'}")
+    print("create one with: pytest -m perf --perf-update-baseline")
+    return 0
+
+
 # -- prune -----------------------------------------------------------------------------------------
 def collect_perf_nodeids(pytest_args: Sequence[str], cwd: Path) -> set[str]:
     """Ids of the perf tests pytest collects here now, as the plugin computes them (a
@@ -356,7 +385,15 @@ def _fraction(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keisei-perf", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    machine = sub.add_parser(
+        "machine", help="this host's baseline key and facts, and whether a baseline exists for it"
+    )
+    machine.add_argument("--dir", type=Path, default=Path("baselines"), help="baseline directory")
+    machine.add_argument("--threads", type=int, default=1, help="the --perf-threads the gate runs with")
+    machine.add_argument("--name", help="the --perf-machine label (default: ${KEISEI_PERF_MACHINE})")
+    machine.set_defaults(run=_cmd_machine)
     listing = sub.add_parser("baselines", help="list stored baselines per machine and benchmark")
     listing.add_argument("--dir", type=Path, default=Path("baselines"), help="baseline directory")
     listing.set_defaults(run=_cmd_baselines)

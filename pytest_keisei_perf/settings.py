@@ -7,6 +7,7 @@ names where the bad value came from (``--perf-threshold``, ``perf_threshold in t
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import math
 import os
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pytest
 
@@ -45,6 +46,11 @@ AB_MAX_PAIRS: Final = 12
 #: ``--perf-compile-state``: time compiled code loaded from the persisted cache, compiled from an
 #: empty cache in a fresh process, or both side by side.
 COMPILE_STATES: Final = ("warm", "cold", "both")
+#: pytest reads ``int`` and ``float`` ini options from 8.4 on.
+_PYTEST_TYPES_NUMBERS: Final = tuple(int(p) for p in pytest.__version__.split(".")[:2] if p.isdigit()) >= (
+    8,
+    4,
+)
 #: Environment variable naming this machine for baseline keys (CI runners of one kind share it).
 MACHINE_ENV: Final = "KEISEI_PERF_MACHINE"
 
@@ -54,6 +60,12 @@ class PerfConfigError(ValueError):
 
 
 # -- value parsers: each takes the raw value and returns the typed one or raises ValueError --------
+#: The ini type of each typed parser (pytest converts ini strings and checks native TOML values);
+#: every other parser reads a string.
+_IniType = Literal["string", "bool", "int", "float"]
+_INI_TYPES: dict[Callable[[Any], Any], _IniType] = {}
+
+
 def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[Any], float]:
     def parse(raw: Any) -> float:
         if isinstance(raw, bool):
@@ -68,6 +80,7 @@ def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[A
             raise ValueError(f"must be in {bracket}{low:g}, {high:g}], got {raw!r}")
         return value
 
+    _INI_TYPES[parse] = "float"
     return parse
 
 
@@ -83,6 +96,7 @@ def _int_at_least(low: int) -> Callable[[Any], int]:
             raise ValueError(f"must be >= {low}, got {raw!r}")
         return value
 
+    _INI_TYPES[parse] = "int"
     return parse
 
 
@@ -105,6 +119,9 @@ def _bool(raw: Any) -> bool:
     if text in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"expected true or false, got {raw!r}")
+
+
+_INI_TYPES[_bool] = "bool"
 
 
 def _modes(raw: Any) -> tuple[str, ...]:
@@ -239,6 +256,15 @@ class _Option:
     def ini_name(self) -> str:
         return self.flag.removeprefix("--").replace("-", "_")
 
+    @property
+    def ini_type(self) -> _IniType:
+        """pytest's ini type: numbers and booleans typed where pytest can (8.4 and later), so that
+        a native ``[tool.pytest]`` table may hold ``perf_threshold = 0.1``."""
+        kind = _INI_TYPES.get(self.parse, "string")
+        if kind in ("int", "float") and not _PYTEST_TYPES_NUMBERS:
+            return "string"
+        return kind
+
 
 _OPTIONS: Final = (
     _Option(
@@ -364,7 +390,8 @@ _OPTIONS: Final = (
         "machine",
         "--perf-machine",
         _text,
-        f"name this machine in baseline keys instead of its hardware fingerprint (env {MACHINE_ENV})",
+        f"a label for this machine's baseline key (env {MACHINE_ENV}); it joins the hardware "
+        "fingerprint and never replaces it",
         metavar="NAME",
     ),
     _Option(
@@ -485,7 +512,8 @@ def add_options(parser: pytest.Parser) -> None:
     """Register the ``keisei-perf`` option group and the ini twins."""
     group = parser.getgroup("keisei-perf", "performance regression testing (pytest-keisei-perf)")
     for opt in _OPTIONS:
-        help_text = "==SUPPRESS==" if opt.dest == "worker" else opt.help
+        # argparse hides an option whose help *is* its SUPPRESS constant (an equal string shows)
+        help_text = argparse.SUPPRESS if opt.dest == "worker" else opt.help
         if opt.is_flag:
             group.addoption(
                 opt.flag, action="store_true", default=None, dest=f"perf_{opt.dest}", help=help_text
@@ -495,7 +523,9 @@ def add_options(parser: pytest.Parser) -> None:
                 opt.flag, default=None, dest=f"perf_{opt.dest}", metavar=opt.metavar, help=help_text
             )
         if opt.ini:
-            parser.addini(opt.ini_name, f"{opt.help} (ini twin of {opt.flag})", default="")
+            parser.addini(
+                opt.ini_name, f"{opt.help} (ini twin of {opt.flag})", type=opt.ini_type, default=None
+            )
 
 
 def resolve_settings(config: pytest.Config) -> PerfSettings:
@@ -504,8 +534,9 @@ def resolve_settings(config: pytest.Config) -> PerfSettings:
     for opt in _OPTIONS:
         raw, where, base = config.getoption(f"perf_{opt.dest}"), opt.flag, Path(config.invocation_params.dir)
         if raw is None and opt.ini:
+            from_ini = config.getini(opt.ini_name)
             raw, where, base = (
-                config.getini(opt.ini_name) or None,
+                None if from_ini in (None, "") else from_ini,
                 f"{opt.ini_name} in the ini file",
                 config.rootpath,
             )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .baseline import BaselineError, fact_differences, git_commit
+from .baseline import BaselineError, git_commit, nearest_machine
 from .gate import GateContext, concluded, decide, speedup_drop
 from .history_session import DriftWatch, SessionHistory
 from .perf_warnings import PerfSpeedupWarning
@@ -74,12 +74,9 @@ class StoredGate:
         store = self._session.store
         if not self.baselines and store is not None:
             message = f"{bench}: not compared: no baseline under this machine key {store.key}"
-            if self.other_machines:
-                nearest = min(
-                    self.other_machines,
-                    key=lambda key: len(fact_differences(store.facts, self.other_machines[key])),
-                )
-                differences = fact_differences(store.facts, self.other_machines[nearest])
+            found = nearest_machine(store.facts, self.other_machines)
+            if found is not None:
+                nearest, differences = found
                 message += f"; nearest stored key {nearest} differs in: {', '.join(differences) or 'nothing'}"
             return "machine", message + "; create one with pytest -m perf --perf-update-baseline"
         similar = nearest_id(bench, self.baselines)

@@ -237,3 +237,31 @@ def test_console_script_module_runs_and_reports_errors(tmp_path: Path) -> None:
     assert usage.returncode == 2
     assert "baselines" in usage.stderr
     assert "compare" in usage.stderr
+
+
+def test_version_and_machine_say_this_hosts_key_and_whether_it_is_gated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_keisei_perf import __version__
+    from pytest_keisei_perf.machine import machine_info
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"keisei-perf {__version__}"
+
+    monkeypatch.delenv("KEISEI_PERF_MACHINE", raising=False)
+    directory = _baseline_dir(tmp_path, {BENCH: 1.0})  # another machine's file (Test CPU 9000)
+    assert main(["machine", "--dir", str(directory), "--name", "ci-box"]) == 0
+    out = capsys.readouterr().out
+    key, _ = machine_key(machine_info(threads=1), "ci-box")
+    assert f"machine key: {key}" in out
+    assert "  name: ci-box" in out
+    assert "the gate compares nothing here (NOT COMPARED)" in out
+    assert "nearest stored key: test-cpu-9000-" in out
+    assert "name None -> ci-box" in out
+    BaselineStore(directory, key, machine_key(machine_info(threads=1), "ci-box")[1]).replace_runs(
+        {BENCH: [run_record(_result(np.random.default_rng(1), 1.0).to_dict(), git_commit=None)] * 3}
+    )
+    assert main(["machine", "--dir", str(directory), "--name", "ci-box"]) == 0
+    assert "(1 benchmark(s)): the gate compares here" in capsys.readouterr().out
