@@ -58,6 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.addinivalue_line("markers", PERF_MARKER_HELP)
     _keep_project_configuration(config)
+    _run_named_perf_tests(config)
     settings = resolve_settings(config)
     if settings.plot_dir is not None:
         from .plots import PlotUnavailableError, require_matplotlib
@@ -93,6 +94,18 @@ def _keep_project_configuration(config: pytest.Config) -> None:
     problem = lost_configuration(config.invocation_params.dir, config.inipath, config.rootpath, args)
     if problem:
         raise pytest.UsageError(f"keisei-perf: {problem}")
+
+
+def _run_named_perf_tests(config: pytest.Config) -> None:
+    """A perf test named by node id runs even when addopts' ``-m "not perf"`` (the usual way to
+    keep perf tests out of the unit run) would deselect it: naming it is the stronger wish. A
+    ``-m`` given on the command line itself is left alone."""
+    args = [str(a) for a in config.invocation_params.args]
+    expression = config.option.markexpr or ""
+    if "perf" not in expression or any(a == "-m" or a.startswith("-m") for a in args):
+        return
+    if any("::" in a and not a.startswith("-") for a in args):
+        config.option.markexpr = ""
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -143,7 +143,7 @@ def run_benchmark(
         name=name,
         device=device,
         compile_kwargs=dict(config.compile_kwargs),
-        items=batch_items(args, kwargs),
+        items=config.items or batch_items(args, kwargs),
     )
 
 
@@ -358,7 +358,7 @@ def run_comparison(
         accuracy=accuracy_result,
         failures=tuple(problems),
         speedups=speedups,
-        items=batch_items(args, kwargs),
+        items=config.items or batch_items(args, kwargs),
     )
 
 

@@ -616,6 +616,8 @@ class BenchmarkConfig:
     threads: int = 1
     #: ``perf.sweep``: recompiles over the shapes beyond which the benchmark fails (None: any).
     max_recompiles: int | None = None
+    #: Items one call processes, for throughput (None: the leading dimension of the first tensor).
+    items: int | None = None
 
     @property
     def compiled_modes(self) -> dict[str, Mapping[str, Any]]:
@@ -655,6 +657,7 @@ _MARKER_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "budget": _float_in(0.0, 3600.0, low_open=True),
     "rounds": _int_at_least(MIN_ROUNDS),
     "max_recompiles": _int_at_least(0),
+    "items": _int_at_least(1),
 }
 #: Marker keywords, for the marker's help line and error messages.
 MARKER_KEYWORDS: Final = tuple(_MARKER_PARSERS)

@@ -64,6 +64,26 @@ class StoredGate:
             since=settings.drift_since,
         )
         self.drift = DriftWatch(self.history, fail_drift=settings.fail_drift, commit=lambda: self.commit)
+        session.say(self.key_line())
+
+    def key_line(self) -> str:
+        """Said before the first measurement: this host's key and whether anything can be
+        compared here, so a host without a baseline learns it at the start, not minutes later."""
+        store = self._session.store
+        assert store is not None
+        if self.baselines:
+            return f"keisei-perf: machine key {store.key}: {len(self.baselines)} benchmark(s) in {store.path}"
+        line = f"keisei-perf: machine key {store.key}: no baseline here, so nothing will be compared"
+        nearest = self._nearest_key()
+        return f"{line} ({nearest})" if nearest else line
+
+    def _nearest_key(self) -> str:
+        store = self._session.store
+        assert store is not None
+        found = nearest_machine(store.facts, self.other_machines)
+        if found is None:
+            return ""
+        return f"nearest stored key {found[0]} differs in: {', '.join(found[1]) or 'nothing'}"
 
     @functools.cached_property
     def commit(self) -> str | None:
@@ -74,10 +94,9 @@ class StoredGate:
         store = self._session.store
         if not self.baselines and store is not None:
             message = f"{bench}: not compared: no baseline under this machine key {store.key}"
-            found = nearest_machine(store.facts, self.other_machines)
-            if found is not None:
-                nearest, differences = found
-                message += f"; nearest stored key {nearest} differs in: {', '.join(differences) or 'nothing'}"
+            nearest = self._nearest_key()
+            if nearest:
+                message += f"; {nearest}"
             return "machine", message + "; create one with pytest -m perf --perf-update-baseline"
         similar = nearest_id(bench, self.baselines)
         hint = f"; a stored id differs only by its prefix: {similar}" if similar else ""

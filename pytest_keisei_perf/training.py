@@ -237,7 +237,7 @@ def run_train_step(
         name=name,
         device=device,
         compile_kwargs={**config.compile_kwargs, **train.identity},
-        items=train.items,
+        items=config.items or train.items,
     )
 
 

@@ -242,9 +242,13 @@ def test_another_machine_baseline_is_not_used(
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         [
+            # said before the first measurement, not only at the end
+            "keisei-perf: machine key test-bx-*: no baseline here, so nothing will be compared (nearest "
+            "stored key test-box-* differs in: name test-box -> test-bx)",
+            "*keisei-perf results*",
             "keisei-perf: NOT COMPARED (no baseline under this machine key): 3 benchmark(s), 5 mode(s); "
             "e.g. *: not compared: no baseline under this machine key test-bx-*; nearest stored key "
-            "test-box-* differs in: name test-box -> test-bx; create one with*"
+            "test-box-* differs in: name test-box -> test-bx; create one with*",
         ]
     )
     failed = project.runpytest(*FAST, "--perf-require-baseline")

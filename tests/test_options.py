@@ -59,3 +59,45 @@ def test_help_hides_the_worker_option_and_types_the_ini_twins(pytester: pytest.P
             "*perf_fail_inconclusive (bool):*",
         ]
     )
+
+
+def test_a_perf_test_named_by_node_id_runs_despite_addopts_deselecting_perf(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini('[pytest]\naddopts = -m "not perf"\n')
+    pytester.makepyfile(test_named="import pytest\n\n@pytest.mark.perf\n" + BUSY.strip() + "\n")
+    unnamed = pytester.runpytest("-p", "no:cacheprovider", "--perf-disable")
+    unnamed.assert_outcomes(deselected=1)
+    named = pytester.runpytest("-p", "no:cacheprovider", "--perf-disable", "test_named.py::test_busy")
+    named.assert_outcomes(passed=1)
+    # a -m on the command line itself still rules
+    told = pytester.runpytest(
+        "-p", "no:cacheprovider", "--perf-disable", "-m", "not perf", "test_named.py::test_busy"
+    )
+    told.assert_outcomes(deselected=1)
+
+
+def test_the_items_keyword_sets_what_throughput_counts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import pytest, torch
+
+@pytest.mark.perf(items=4096, modes=["eager"])
+def test_tokens(perf):
+    result = perf.benchmark(torch.sin, torch.ones(8, 3))
+    assert result.items == 4096  # not the leading dimension, 8
+    assert result.throughput("eager") == pytest.approx(4096 / result.modes["eager"].median_s)
+
+@pytest.mark.perf(modes=["eager"])
+def test_batch(perf):
+    assert perf.benchmark(torch.sin, torch.ones(8, 3)).items == 8
+"""
+    )
+    pytester.makepyfile(
+        test_bad="import pytest\n\n@pytest.mark.perf(items=0)\ndef test_bad(perf):\n    pass\n"
+    )
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--perf-budget=0.02", "--perf-rounds=5", "--continue-on-collection-errors"
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*items*must be >= 1, got 0*"])
