@@ -1,8 +1,7 @@
 """The compile cache's state as a condition of every compiled run, and what compiling costs.
 
-Code inductor loads from its cache need not run like code it just compiled: on an H100,
-``resnet_tower`` at batch 1 ran 1.51-1.57x faster than eager when compiled from an empty cache
-and 0.98-1.05x when loaded from a warm one. So a compiled run is *warm* (every FX graph came from
+Code inductor loads from its cache need not run like code it just compiled (the README's
+"Compile state" section has the measured gap). So a compiled run is *warm* (every FX graph came from
 the cache) or *cold* (none did), as inductor's counters say, and runs are compared only within
 one state. ``--perf-compile-state both`` times the two side by side; the cold one appears as the
 mode :data:`COLD_MODE`.

@@ -1,9 +1,9 @@
 """Facts about the machine and software a measurement was taken on.
 
 Two hosts that report the same CPU marketing string ("Intel(R) Xeon(R) Processor") can be
-different generations: on one CI kind, a family 6 model 207 host ran the reference workload 20%
-faster than the host the baselines came from, while Keisei's tower ran 4-8% faster, so every
-benchmark read as a confirmed regression. The fingerprint therefore carries what tells such
+different generations that run the reference workload and the models at different relative
+speeds, so comparing across them reads as regressions (the README's "Baseline files and machine
+fingerprints" has the case). The fingerprint therefore carries what tells such
 hosts apart: vendor, family, model and stepping, the vector/matrix extensions, cache sizes, and
 the GPU model, capability and driver.
 

@@ -135,8 +135,8 @@ def synchronize_cuda_if_initialized() -> None:
 def pinned_threads(n: int) -> Iterator[None]:
     """Run torch (and its OpenMP/MKL pools) on ``n`` threads, restoring the old count after.
 
-    One pinned thread by default: two threads on a loaded 2-core runner made a forward pass ~50x
-    slower. It must be set before compiling, since inductor bakes the count into CPU kernels.
+    One pinned thread by default: more threads than a loaded runner's free cores make timings
+    collapse. It must be set before compiling, since inductor bakes the count into CPU kernels.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -238,7 +238,7 @@ def abba_schedule(modes: Sequence[str], rounds: int, *, reference: bool = True) 
     """The order of timed rounds: modes alternate ABBA-wise, the reference runs once per pair.
 
     Alternating the order cancels linear drift between the modes (eager and compiled see the
-    same machine), which halved the spread of the speedup estimate here (2.4% vs 7.3%).
+    same machine), which narrows the speedup estimate.
     """
     schedule: list[str] = []
     for i in range(rounds):
@@ -273,10 +273,9 @@ def reference_workload(device: str = "cpu") -> Callable[[], object]:
     """A fixed mix of three small workloads, timed beside each benchmark to track machine speed.
 
     Dispatcher-bound tiny ops (10 x a 16-channel conv and a 64x64 matmul), a 64-channel 3x3 conv
-    on a 9x9 board and 256x256 matmuls, each about a third of its ~1 ms. Measured in 14 fresh
-    processes on a drifting 2-core CI box, dividing by this mix cut the between-process spread of
-    a tiny tower at batch 1 / batch 8 / the full tower at batch 1 from 5.8 / 8.9 / 4.6% (raw) to
-    1.9 / 3.9 / 2.3%; the old tiny-ops-only reference left 4.0 / 5.4 / 6.1%. Bump
+    on a 9x9 board and 256x256 matmuls, each about a third of its time: a mix that moves with the
+    machine the way small and large models both do, so dividing by it cuts the between-process
+    spread of their times (the README has the measurements). Bump
     :data:`REFERENCE_VERSION` whenever this changes: ratios to another workload do not compare.
     It runs on the benchmark's device, so on a GPU it tracks the GPU and the launch path.
     """

@@ -34,8 +34,8 @@ __all__ = [
 
 #: The two ways a benchmark can run, in the order they are reported.
 MODES: Final = ("eager", "compiled")
-#: Fresh processes that re-measure a suspect by default: with the 5 baseline runs this detects a
-#: 10% slowdown at the ~5% between-process spread measured on 2-core CI boxes.
+#: Fresh processes that re-measure a suspect by default: with the default baseline runs, enough
+#: to detect a 10% slowdown at the between-process spread of 2-core CI boxes.
 CONFIRM_RUNS: Final = 4
 #: Fewer baseline runs than this cannot estimate between-run spread (``stats.MIN_BASELINE_RUNS``).
 MIN_BASELINE_RUNS: Final = 3

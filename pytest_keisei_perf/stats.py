@@ -19,7 +19,7 @@ __all__ = ["SampleSummary", "SpeedupEstimate", "estimate_speedup", "summarize"]
 
 #: Share trimmed from each end of the paired log-ratios (Yuen's 20%).
 TRIM: Final = 0.2
-#: Between-process spread of the speedup that one process cannot see (2% measured here).
+#: Between-process spread of the speedup that one process cannot see (measured on the CI box).
 SPEEDUP_BETWEEN_RUN_SD: Final = 0.02
 
 
@@ -60,8 +60,8 @@ def estimate_speedup(
 
     Round i of eager is paired with round i of compiled (they ran back to back). The interval is
     widened by ``between_run_sd`` because a single process cannot see how the ratio moves from
-    process to process; with that term the interval covered the truth 94.7% of the time in
-    simulation, against 52% for a naive sequential estimate.
+    process to process; with that term the interval keeps its coverage in simulation, which a
+    naive sequential estimate loses.
     """
     n = min(len(eager_s), len(compiled_s))
     if n == 0:
@@ -98,8 +98,8 @@ POWER: Final = 0.8
 def run_statistic(samples_s: Sequence[float], reference_s: Sequence[float]) -> float:
     """One process's statistic: median log round time minus the reference workload's.
 
-    Dividing by the interleaved reference cancels machine speed; measured here it cut the
-    between-process spread from 18% to 7% (and 7% to 3%).
+    Dividing by the interleaved reference cancels machine speed, which is most of the spread
+    between processes.
     """
     data, ref = np.asarray(samples_s, dtype=float), np.asarray(reference_s, dtype=float)
     if data.size == 0 or ref.size == 0 or data.min() <= 0 or ref.min() <= 0:
@@ -235,7 +235,7 @@ def round_statistics(samples_s: Sequence[float], reference_s: Sequence[float]) -
 
 
 #: Between-process spread of the normalised run statistic assumed when one run per side cannot
-#: measure it (:func:`compare_rounds`): the middle of the 2-5% measured on these machines.
+#: measure it (:func:`compare_rounds`): the middle of what these machines show.
 ASSUMED_BETWEEN_RUN_SD: Final = 0.03
 
 
@@ -251,7 +251,7 @@ def compare_rounds(
     by an assumed between-process spread.
 
     Rounds of one process share its offset, so the rounds alone cannot see between-process
-    noise (two identical-code runs differed by 4.7% at p=0.02 here); each side's mean therefore
+    noise (two identical-code runs can differ "significantly"); each side's mean therefore
     gets ``between_run_sd`` of extra uncertainty. Several runs per side go through
     :func:`compare_runs`, which measures that spread instead of assuming it.
     """
@@ -270,9 +270,9 @@ def compare_rounds(
 
 
 #: A run's reference workload this far (as a fraction) from the baseline runs' mean says the host
-#: differs, when it is also :data:`HOST_SHIFT_Z` prediction sds away. From the committed
-#: baselines: within one loaded host the reference medians of one benchmark's runs spread 3-10%
-#: (sd of logs); on another host of the same CPU string it ran 15-25% faster.
+#: differs, when it is also :data:`HOST_SHIFT_Z` prediction sds away: above the reference's spread
+#: within one loaded host, below its shift on another host of the same CPU string (README, "The
+#: host check, measured").
 HOST_SHIFT_MIN: Final = 0.10
 HOST_SHIFT_Z: Final = 3.0
 #: Floor on the reference's between-run sd in that test (a quiet baseline must not make every

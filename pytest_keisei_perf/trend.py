@@ -11,7 +11,7 @@ gated run), oldest first.
 * **Drift**: the change from the first to the last entry of a window. The noise of one entry is
   estimated from the series itself (the MAD of successive differences, which a steady creep does
   not inflate); a drift counts when it exceeds the threshold and is significant one-sided at
-  ``alpha``. Five re-baselines of +4% each are a 22% drift, although no single step exceeded 5%.
+  ``alpha``. Re-baselines that each stay under the threshold can add up to a drift beyond it.
 """
 
 from __future__ import annotations

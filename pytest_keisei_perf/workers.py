@@ -1,7 +1,7 @@
 """Fresh processes: re-invoking pytest on chosen node ids in worker mode, reading back results.
 
-The unit of replication is the process: the spread between processes (7-18% here) dwarfs the
-spread inside one (~2%), so baselines and confirmations need new processes, not more rounds.
+The unit of replication is the process: the spread between processes dwarfs the spread inside
+one, so baselines and confirmations need new processes, not more rounds.
 
 A worker runs under the user's configuration: the same ini file and rootdir, the ``-o``
 overrides, ``-p`` plugins, conftest options and ``addopts``, minus what selects other tests,
