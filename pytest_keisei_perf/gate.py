@@ -83,24 +83,27 @@ def _describe(decision: stats.GateDecision, mode: str, label: str, now_s: float,
 
 
 def _compile_facts(label: str, current: RunRecord, last: RunRecord) -> list[str]:
-    """Deterministic compile facts, gated exactly; a compile that now fails is a regression."""
-    now, before = current.modes.get("compiled"), last.modes.get("compiled")
-    if now is None or before is None or before.fallback:
-        return []
-    if now.fallback:
-        return [
-            f"{label} [compiled]: torch.compile failed and fell back to eager, but the baseline "
-            f"compiled: {now.fallback_error or 'unknown error'}"
-        ]
+    """Deterministic compile facts of every compiled mode (named settings and sweep shapes
+    included), gated exactly; a compile that now fails is a regression."""
     problems = []
-    for key, what in (
-        ("graph_count", "graphs"),
-        ("graph_breaks", "graph breaks"),
-        ("recompiles", "recompiles"),
-    ):
-        n, b = getattr(now, key), getattr(before, key)
-        if n is not None and b is not None and n > b:
-            problems.append(f"{label} [compiled]: {what} went from {b} to {n}")
+    for mode, now in current.modes.items():
+        before = last.modes.get(mode)
+        if not mode.startswith("compiled") or before is None or before.fallback:
+            continue
+        if now.fallback:
+            problems.append(
+                f"{label} [{mode}]: torch.compile failed and fell back to eager, but the baseline "
+                f"compiled: {now.fallback_error or 'unknown error'}"
+            )
+            continue
+        for key, what in (
+            ("graph_count", "graphs"),
+            ("graph_breaks", "graph breaks"),
+            ("recompiles", "recompiles"),
+        ):
+            n, b = getattr(now, key), getattr(before, key)
+            if n is not None and b is not None and n > b:
+                problems.append(f"{label} [{mode}]: {what} went from {b} to {n}")
     return problems
 
 

@@ -263,6 +263,22 @@ def test_compile_fact_messages_name_the_fact() -> None:
     ]
 
 
+def test_compile_facts_are_gated_for_every_compiled_mode() -> None:
+    """Named compile settings and sweep shapes are modes like ``compiled[max-autotune]``: a graph
+    break that appears in one of them fails like one in ``compiled``."""
+
+    def variant(run: RunRecord, **facts: object) -> RunRecord:
+        modes = dict(run.modes)
+        modes["compiled[fast]"] = dataclasses.replace(modes.pop("compiled"), **facts)  # type: ignore[arg-type]
+        return dataclasses.replace(run, modes=modes)
+
+    base = [variant(_run(v, graph_breaks=0), graph_breaks=0) for v in (0.0, 0.01, -0.01)]
+    _, failures = decide(
+        variant(_run(0.0, graph_breaks=0), graph_breaks=1), base, _context(2), label="b", nodeid="t"
+    )
+    assert failures == ["b [compiled[fast]]: graph breaks went from 0 to 1"]
+
+
 def test_slower_in_raw_and_normalised_time_is_a_regression_whatever_the_reference_did() -> None:
     """Issue 23's miss: the same host under load (reference +15%) and 25% more work (raw +44%)
     read as "this host differs" and passed; raw and normalised time agree, so it fails."""
