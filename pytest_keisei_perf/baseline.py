@@ -128,7 +128,7 @@ def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str
         "reference_version": result.get("reference_version"),
         "modes": {
             mode: {
-                key: m[key]
+                key: m.get(key)
                 for key in (
                     "samples_s",
                     "calls_per_round",
@@ -139,6 +139,7 @@ def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str
                     "graph_count",
                     "graph_breaks",
                     "recompiles",
+                    "p95_s",
                 )
             }
             for mode, m in result["modes"].items()
@@ -189,6 +190,7 @@ _MODE_FIELDS: Final[dict[str, tuple[tuple[type, ...], str]]] = {
     "graph_count": ((int,), "a whole number"),
     "graph_breaks": ((int,), "a whole number"),
     "recompiles": ((int,), "a whole number"),
+    "p95_s": (_NUMBER, "seconds"),
 }
 
 

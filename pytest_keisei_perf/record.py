@@ -7,17 +7,21 @@ baseline runs, ``--perf-json`` results and fresh worker results. They read them 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from .result import CacheState, PerfResult
 
-__all__ = ["ModeRun", "RunRecord", "comparability_problem", "median_of_runs", "utc_now"]
+__all__ = ["P95_SUFFIX", "ModeRun", "RunRecord", "comparability_problem", "median_of_runs", "utc_now"]
+
+#: The gate's name for a mode's tail latency: ``"eager p95"``.
+P95_SUFFIX: Final = " p95"
 
 
 def utc_now() -> str:
@@ -37,6 +41,8 @@ class ModeRun:
     graph_count: int | None = None
     graph_breaks: int | None = None
     recompiles: int | None = None
+    #: The 95th percentile of single calls (None where calls were too short to time alone).
+    p95_s: float | None = None
 
     @property
     def median_s(self) -> float:
@@ -74,6 +80,7 @@ class RunRecord:
                 graph_count=facts.get("graph_count"),
                 graph_breaks=facts.get("graph_breaks"),
                 recompiles=facts.get("recompiles"),
+                p95_s=facts.get("p95_s"),
             )
             for name, facts in data["modes"].items()
         }
@@ -88,6 +95,17 @@ class RunRecord:
             git_commit=data.get("git_commit"),
             timestamp=data.get("timestamp"),
         )
+
+    def with_p95_modes(self) -> RunRecord:
+        """This run with a mode ``"<mode> p95"`` beside each mode that has a p95: its one sample
+        the p95, so the gate compares tail latency with the same run-level statistics (marker
+        ``gate_p95``)."""
+        extra = {
+            f"{name}{P95_SUFFIX}": ModeRun(samples_s=(m.p95_s,))
+            for name, m in self.modes.items()
+            if m.p95_s is not None and m.p95_s > 0 and not name.endswith(P95_SUFFIX)
+        }
+        return dataclasses.replace(self, modes={**self.modes, **extra})
 
     @classmethod
     def from_result(cls, result: PerfResult) -> RunRecord:

@@ -618,6 +618,8 @@ class BenchmarkConfig:
     max_recompiles: int | None = None
     #: Items one call processes, for throughput (None: the leading dimension of the first tensor).
     items: int | None = None
+    #: Gate each mode's p95 of single calls too, as the mode ``"<mode> p95"``.
+    gate_p95: bool = False
 
     @property
     def compiled_modes(self) -> dict[str, Mapping[str, Any]]:
@@ -658,6 +660,7 @@ _MARKER_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "rounds": _int_at_least(MIN_ROUNDS),
     "max_recompiles": _int_at_least(0),
     "items": _int_at_least(1),
+    "gate_p95": _strict_bool,
 }
 #: Marker keywords, for the marker's help line and error messages.
 MARKER_KEYWORDS: Final = tuple(_MARKER_PARSERS)

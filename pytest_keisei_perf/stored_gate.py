@@ -119,6 +119,11 @@ class StoredGate:
         current = RunRecord.from_result(result)
         bench = result.benchmark_id
         stored = [RunRecord.from_mapping(r) for r in self.baselines.get(bench, ())]
+        plain = current  # the history and drift series stay the measured modes
+        if config.gate_p95:
+            current, stored = current.with_p95_modes(), [r.with_p95_modes() for r in stored]
+            if confirm is not None:
+                confirm = _with_p95(confirm)
         context = GateContext(
             threshold=config.threshold,
             alpha=config.alpha,
@@ -131,8 +136,17 @@ class StoredGate:
         )
         failures = [*result.failures, *gate_failures]
         if state is None and self.drift is not None:
-            failures += self.drift.check(bench, current, config.threshold)
+            failures += self.drift.check(bench, plain, config.threshold)
         dropped = speedup_drop(current, stored, threshold=config.threshold, alpha=config.alpha)
         if dropped:
             warnings.warn(PerfSpeedupWarning(f"{bench}: {dropped}"), stacklevel=1)
         return concluded(result, verdicts, failures, settings)
+
+
+def _with_p95(confirm: Callable[[], Sequence[RunRecord]]) -> Callable[[], Sequence[RunRecord]]:
+    """Confirmation runs with their p95 modes, like the runs they confirm."""
+
+    def confirmed() -> Sequence[RunRecord]:
+        return [run.with_p95_modes() for run in confirm()]
+
+    return confirmed

@@ -251,6 +251,27 @@ def test_raw_time_unchanged_is_not_a_regression() -> None:
     assert failures == []
 
 
+def test_tail_latency_is_gated_as_its_own_mode_when_asked() -> None:
+    """Same median, a p95 half again as long: only the ``eager p95`` mode is a regression, and
+    only runs with p95 modes (marker ``gate_p95``) have it."""
+
+    def with_p95(run: RunRecord, p95: float) -> RunRecord:
+        return dataclasses.replace(run, modes={"eager": dataclasses.replace(run.modes["eager"], p95_s=p95)})
+
+    base = [with_p95(_run(v), 1.2 * math.exp(v)) for v in (0.0, 0.01, -0.01, 0.005, -0.005)]
+    slow_tail = [with_p95(_run(v), 1.8 * math.exp(v)) for v in (0.002, -0.003, 0.001, 0.0, 0.004)]
+    plain, _ = decide(slow_tail[0], base, _context(confirm=lambda: slow_tail[1:]), label="b", nodeid="t")
+    assert set(plain) == {"eager"}
+    assert plain["eager"].status == "pass"
+    gated, failures = decide(
+        slow_tail[0].with_p95_modes(), [r.with_p95_modes() for r in base],
+        _context(total=2, confirm=lambda: [r.with_p95_modes() for r in slow_tail[1:]]), label="b", nodeid="t",
+    )  # fmt: skip
+    assert gated["eager"].status == "pass"
+    assert gated["eager p95"].status == "regression"
+    assert any("b [eager p95]: median 1.8" in f for f in failures)
+
+
 def test_compile_fact_messages_name_the_fact() -> None:
     base = [_run(v, graph_count=1, graph_breaks=0, recompiles=0) for v in (0.0, 0.01, -0.01)]
     _, failures = decide(

@@ -121,6 +121,11 @@ def test_injected_slowdown_fails_after_confirmation(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KP_SLOW", "30")  # 30x the work: orders of magnitude above any noise
+    # the tail latency is gated too when asked (the stored runs carry each mode's p95)
+    test_file = project.path / "test_work.py"
+    test_file.write_text(
+        test_file.read_text().replace('modes=["eager"])', 'modes=["eager"], gate_p95=True)', 1)
+    )
     result = project.runpytest(*FAST, "--perf-confirm-runs=2", "-k", "test_busy")
     result.assert_outcomes(failed=1, deselected=2)
     result.stdout.fnmatch_lines(
@@ -130,6 +135,7 @@ def test_injected_slowdown_fails_after_confirmation(
             "*performance regression: test_work.py::test_busy [[]eager[]]: median * vs baseline *; "
             "change +*% (95% CI +*% to +*%, machine-normalised), p=*, "
             "3 baseline runs vs 2 current; detectable *",
+            "*performance regression: test_work.py::test_busy [[]eager p95[]]: median * vs baseline *",
             "*if the change is intended, re-baseline: "
             "pytest -m perf --perf-update-baseline 'test_work.py::test_busy'*",
             "test_busy*eager*regression*",
