@@ -35,6 +35,7 @@ def format_duration(seconds: float | None) -> str:
     """``1.23 ms`` style, three significant digits, or ``-`` when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "-"
+    seconds = float(f"{seconds:.3g}")  # round first: 0.9996 s is "1 s", not "1e+03 ms"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
