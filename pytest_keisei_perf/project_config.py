@@ -24,7 +24,7 @@ _PYPROJECT_SECTION = re.compile(r"^\s*\[tool\.pytest(\.ini_options)?\]\s*$", re.
 
 def pytest_config_file(folder: Path) -> Path | None:
     """The file in ``folder`` that pytest would read its configuration from, in pytest's order."""
-    for name in ("pytest.ini", ".pytest.ini"):
+    for name in ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini"):
         if (folder / name).is_file():
             return folder / name
     pyproject = folder / "pyproject.toml"

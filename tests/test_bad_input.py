@@ -167,3 +167,24 @@ def test_a_path_outside_the_project_cannot_drop_the_project_ini(
     )
     result = pytester.runpytest_subprocess("--perf-disable", f"--perf-history={history}")
     assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("files", "found"),
+    [
+        ({"pyproject.toml": "[project]\nname = 'x'\n"}, None),  # no pytest section: not pytest's file
+        ({"pyproject.toml": "[tool.pytest.ini_options]\n"}, "pyproject.toml"),
+        ({"pyproject.toml": "[tool.pytest]\n", "pytest.toml": "[pytest]\n"}, "pytest.toml"),
+        ({"tox.ini": "[tox]\n"}, None),
+        ({"tox.ini": "[pytest]\n", "setup.cfg": "[tool:pytest]\n"}, "tox.ini"),
+        ({"setup.cfg": "[tool:pytest]\n"}, "setup.cfg"),
+    ],
+)
+def test_the_projects_own_ini_file_is_found_as_pytest_would(
+    tmp_path: Path, files: dict[str, str], found: str | None
+) -> None:
+    from pytest_keisei_perf.project_config import pytest_config_file
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert pytest_config_file(tmp_path) == (tmp_path / found if found else None)
