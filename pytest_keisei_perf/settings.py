@@ -534,7 +534,12 @@ def resolve_settings(config: pytest.Config) -> PerfSettings:
     for opt in _OPTIONS:
         raw, where, base = config.getoption(f"perf_{opt.dest}"), opt.flag, Path(config.invocation_params.dir)
         if raw is None and opt.ini:
-            from_ini = config.getini(opt.ini_name)
+            try:
+                from_ini = config.getini(opt.ini_name)
+            except (TypeError, ValueError, pytest.UsageError) as exc:  # pytest's typed-ini conversion
+                raise pytest.UsageError(
+                    f"keisei-perf: invalid {opt.ini_name} in the ini file: expected {opt.ini_type}, {exc}"
+                ) from None
             raw, where, base = (
                 None if from_ini in (None, "") else from_ini,
                 f"{opt.ini_name} in the ini file",

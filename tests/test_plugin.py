@@ -133,7 +133,11 @@ def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nperf_alpha = 2\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*invalid perf_alpha in the ini file: must be in (0, 0.5], got '2'*"])
+    result.stderr.fnmatch_lines(["*invalid perf_alpha in the ini file: must be in (0, 0.5], got 2.0*"])
+    pytester.makeini("[pytest]\nperf_alpha = abc\n")  # pytest's own typed conversion fails
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*keisei-perf: invalid perf_alpha in the ini file: expected float, *'abc'*"])
 
 
 def test_cli_beats_ini_and_marker_beats_both(pytester: pytest.Pytester) -> None:
