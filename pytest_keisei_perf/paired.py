@@ -47,7 +47,7 @@ def wild_pairs(differences: Sequence[float]) -> list[int]:
         return []
     data = np.asarray(differences, dtype=float)
     median = float(np.median(data))
-    scale = max(1.4826 * float(np.median(np.abs(data - median))), stats.SD_FLOOR)
+    scale = max(float(sps.median_abs_deviation(data, scale="normal")), stats.SD_FLOOR)
     distance = np.abs(data - median) / scale
     order = [int(i) for i in np.argsort(-distance, kind="stable")]
     return [i for i in order[: n // 5] if distance[i] > WILD_PAIR_MADS]
