@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .constants import BOARD_SIZE, INPUT_PLANES, NUM_ACTIONS
+from .fused_se import squeeze_excite
 from .protocol import ActorCriticBase
 from .registry import ArchitectureSpec
 
@@ -40,19 +41,18 @@ class SqueezeExcitation(nn.Module):
 
 
 class FusedSqueezeExcitation(SqueezeExcitation):
-    """The same function and parameters as :class:`SqueezeExcitation` in fewer, cheaper kernels.
+    """The same function and parameters as :class:`SqueezeExcitation`, as one operator.
 
-    The pooled tensor is ``[B, C, 1, 1]``, so the two 1x1 convolutions are matrix products on
-    ``[B, C]`` (``addmm`` instead of a convolution dispatch each), the pool is a plain mean, and
-    the gate is broadcast once. Weights are shared in layout with the plain block, so a state
+    ``keisei::squeeze_excite`` (:mod:`keisei_models.fused_se`) pools, runs both 1x1 layers, the
+    sigmoid and the scale in one pass per sample. The weights are the plain block's, so a state
     dict loads into either and both give the same outputs within float32 tolerance.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        s = x.mean(dim=(2, 3))
-        h = F.relu(F.linear(s, self.fc1.weight.flatten(1), self.fc1.bias))
-        gate = torch.sigmoid(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))
-        return x * gate[:, :, None, None]
+        out: Tensor = squeeze_excite(
+            x, self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1), self.fc2.bias, False
+        )
+        return out
 
 
 #: ``se_impl`` values: the squeeze-excitation implementation of every residual block.

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from .constants import BOARD_SIZE
+from .fused_se import squeeze_excite
 from .protocol import ActorCriticBase, apply_legal_mask
 from .registry import ArchitectureSpec
 
@@ -25,9 +26,11 @@ __all__ = [
     "SE_RESNET",
     "SE_RESNET_INPUT_PLANES",
     "SE_RESNET_POLICY_PLANES",
+    "SE_RESNET_SE_IMPLEMENTATIONS",
     "SE_RESNET_SMALL",
     "SE_RESNET_SPATIAL_ACTIONS",
     "SE_RESNET_TINY",
+    "FusedScaleShiftSE",
     "GlobalPoolBias",
     "SEResNet",
     "SEResNetBlock",
@@ -96,17 +99,33 @@ class ScaleShiftSE(nn.Module):
         return x * torch.sigmoid(scale)[:, :, None, None] + shift[:, :, None, None]
 
 
+class FusedScaleShiftSE(ScaleShiftSE):
+    """:class:`ScaleShiftSE` as one operator, ``keisei::squeeze_excite`` with ``scale_shift``;
+    same parameters, same outputs within float32 tolerance."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = squeeze_excite(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, True)
+        return out
+
+
+#: ``se_impl`` values of the SE-ResNet: its squeeze-excitation in every block.
+SE_RESNET_SE_IMPLEMENTATIONS: Final[dict[str, type[ScaleShiftSE]]] = {
+    "plain": ScaleShiftSE,
+    "fused": FusedScaleShiftSE,
+}
+
+
 class SEResNetBlock(nn.Module):
     """conv3x3-BN-ReLU, + global-pooling bias, conv3x3-BN, scale/shift SE, residual add, ReLU."""
 
-    def __init__(self, channels: int, se_ratio: float, bottleneck: int) -> None:
+    def __init__(self, channels: int, se_ratio: float, bottleneck: int, se_impl: str = "plain") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.pool_bias = GlobalPoolBias(channels, bottleneck)
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
-        self.se = ScaleShiftSE(channels, se_ratio)
+        self.se = SE_RESNET_SE_IMPLEMENTATIONS[se_impl](channels, se_ratio)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x))) + self.pool_bias(x)
@@ -142,6 +161,7 @@ class SEResNet(ActorCriticBase):
         policy_planes: int = SE_RESNET_POLICY_PLANES,
         board_size: int = BOARD_SIZE,
         autocast_dtype: torch.dtype | None = None,
+        se_impl: str = "plain",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -161,6 +181,10 @@ class SEResNet(ActorCriticBase):
             raise ValueError(
                 f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype}"
             )
+        if se_impl not in SE_RESNET_SE_IMPLEMENTATIONS:
+            raise ValueError(
+                f"se_impl must be one of {', '.join(SE_RESNET_SE_IMPLEMENTATIONS)}, got {se_impl!r}"
+            )
         self.autocast_dtype = autocast_dtype
         self.stem = nn.Sequential(
             nn.Conv2d(input_planes, channels, kernel_size=3, padding=1, bias=False),
@@ -168,7 +192,7 @@ class SEResNet(ActorCriticBase):
             nn.ReLU(inplace=True),
         )
         self.blocks = nn.Sequential(
-            *(SEResNetBlock(channels, se_ratio, bottleneck) for _ in range(num_blocks))
+            *(SEResNetBlock(channels, se_ratio, bottleneck, se_impl) for _ in range(num_blocks))
         )
         self.policy_head = nn.Conv2d(channels, policy_planes, kernel_size=1)
         self.value_conv = nn.Sequential(
