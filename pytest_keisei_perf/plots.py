@@ -57,6 +57,10 @@ def write_plots(
         path = directory / f"{file_stem(result.benchmark_id)}.png"
         _benchmark_figure(result, baselines.get(result.benchmark_id, ())).savefig(path, dpi=100)
         written.append(path)
+        if result.breakdowns:
+            path = directory / f"{file_stem(result.benchmark_id)}.breakdown.png"
+            _breakdown_figure(result).savefig(path, dpi=100)
+            written.append(path)
     if timed:
         path = directory / "overview.png"
         _overview_figure(timed).savefig(path, dpi=100)
@@ -96,6 +100,41 @@ def _benchmark_figure(result: PerfResult, runs: Sequence[Mapping[str, Any]]) -> 
     speedup = f", compiled {result.speedup:.2f}x eager" if result.speedup is not None else ""
     subtitle = f"baseline runs b1..b{len(runs)} vs this run" if runs else "no baseline: this run only"
     figure.suptitle(f"{result.benchmark_id}{speedup}\n{subtitle}", fontsize=10)
+    return figure
+
+
+def _breakdown_figure(result: PerfResult) -> Any:
+    """``--perf-profile``: one stacked bar per mode, by module class (own time, so the parts add
+    up), or by op where no module is left (compiled code); the rest is "other"."""
+    from matplotlib.figure import Figure
+
+    modes = list(result.breakdowns)
+    figure = Figure(figsize=(11, 1.6 + 0.9 * len(modes)), layout="constrained")
+    ax = figure.subplots()
+    palette = [f"C{i}" for i in range(10)]
+    colours: dict[str, str] = {}
+    for y, mode in enumerate(reversed(modes)):
+        b = result.breakdowns[mode]
+        parts = [s for s in (b.classes_self or b.ops) if s.share >= 0.005][:9]
+        left = 0.0
+        for part in parts:
+            colour = colours.setdefault(part.name, palette[len(colours) % len(palette)])
+            ax.barh(y, part.share * 100, left=left * 100, color=colour, label=part.name)
+            if part.share >= 0.04:
+                centre = (left + part.share / 2) * 100
+                ax.text(centre, y, f"{part.share:.0%}", ha="center", va="center", fontsize=8)
+            left += part.share
+        ax.barh(y, max(0.0, 1 - left) * 100, left=left * 100, color="#e0e0e0")
+    ax.set_yticks(range(len(modes)), list(reversed(modes)))
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of a profiled call (%): module classes' own time, or ops where no module is left")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(
+        unique.values(), unique.keys(), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=4
+    )
+    bound = f"\n{result.bound}" if result.bound else ""
+    figure.suptitle(f"{result.benchmark_id}: where the time goes{bound}", fontsize=9)
     return figure
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from .breakdown import breakdown_markdown
 from .files import write_json_atomic
 from .result import NOT_COMPARED, CacheState, ModeResult, PerfResult, Verdict
 
@@ -292,7 +293,7 @@ def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str
             row.break_even,
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + breakdown_markdown(results)
 
 
 def _escape(text: str) -> str:

@@ -48,6 +48,7 @@ class SessionReport:
         ]
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from .breakdown import breakdown_lines
         from .report import (
             economics_lines,
             inconclusive_lines,
@@ -82,6 +83,8 @@ class SessionReport:
             notes += [line for line in (fastest_line(r),) if line] + cpu_notes(r)
         for note in notes:
             terminalreporter.write_line(note)
+        for line in breakdown_lines(results):
+            terminalreporter.write_line(line)
         if verbose:
             for line in economics_lines(results):
                 terminalreporter.write_line(line)

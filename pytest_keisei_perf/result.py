@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final, Literal
 
+from .breakdown import Breakdown
+
 __all__ = [
     "NOT_COMPARED",
     "VERDICT_STATUSES",
@@ -163,6 +165,10 @@ class PerfResult:
     items: int | None = None
     #: ``perf.compare``: each candidate's speedup over the first variant, with its 95% interval.
     speedups: Mapping[str, tuple[float, tuple[float, float] | None]] = field(default_factory=dict)
+    #: ``--perf-profile``: where each mode's time went (:mod:`.profiling`), by mode.
+    breakdowns: Mapping[str, Breakdown] = field(default_factory=dict)
+    #: Marker ``focus``: the named part's share and what replacing it could save at most.
+    bound: str | None = None
 
     @property
     def benchmark_id(self) -> str:
@@ -189,6 +195,7 @@ class PerfResult:
             name: {"ratio": ratio, "ci": list(ci) if ci else None}
             for name, (ratio, ci) in self.speedups.items()
         }
+        data["breakdowns"] = {name: b.to_dict() for name, b in self.breakdowns.items()}
         return data
 
     @classmethod
@@ -216,6 +223,7 @@ class PerfResult:
                 name: (float(s["ratio"]), _pair(s.get("ci")))
                 for name, s in (data.get("speedups") or {}).items()
             },
+            breakdowns={name: Breakdown.from_dict(b) for name, b in (data.get("breakdowns") or {}).items()},
         )
         return result
 

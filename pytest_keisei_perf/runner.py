@@ -19,6 +19,7 @@ from torch import nn
 
 from . import accuracy, measure, modes
 from .devices import batch_items, benchmark_context, detect_device
+from .profiling import owning_module, profile_if_asked, with_profile
 from .result import AccuracyResult, ModeResult, PerfResult, benchmark_id
 from .settings import BenchmarkConfig
 from .stats import estimate_speedup, summarize
@@ -133,7 +134,10 @@ def run_benchmark(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
         recompiles = modes.recompiles_since(compile_outcome) if compile_outcome else None
-    return eager_compiled_result(
+        breakdowns = profile_if_asked(
+            config, calls, {"eager": owning_module(fn)}, device=device, label=label
+        )  # after the recompile count: profiling the same shapes compiles nothing
+    result = eager_compiled_result(
         timing,
         compile_outcome,
         recompiles,
@@ -145,6 +149,7 @@ def run_benchmark(
         compile_kwargs=dict(config.compile_kwargs),
         items=config.items or batch_items(args, kwargs),
     )
+    return with_profile(result, config, breakdowns)
 
 
 def eager_compiled_result(
@@ -326,6 +331,8 @@ def run_comparison(
         timing = time_calls(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
+        modules = {variant: owning_module(fn) for variant, fn in variants.items()}
+        breakdowns = profile_if_asked(config, calls, modules, device=device, label=label)
     samples = timing.samples
     problems = [f"{label}: {m}" for m in mismatches]
     if accuracy_result is not None and not accuracy_result.checked:
@@ -344,7 +351,7 @@ def run_comparison(
         if shortfall:
             problems.append(shortfall)
     first_candidate = speedups[names[1]]
-    return PerfResult(
+    result = PerfResult(
         nodeid=nodeid,
         name=name,
         device=device,
@@ -360,6 +367,7 @@ def run_comparison(
         speedups=speedups,
         items=config.items or batch_items(args, kwargs),
     )
+    return with_profile(result, config, breakdowns)
 
 
 def _check_candidates(

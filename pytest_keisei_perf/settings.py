@@ -212,6 +212,7 @@ class PerfSettings:
     json_path: Path | None = None
     markdown_path: Path | None = None
     plot_dir: Path | None = None
+    profile_dir: Path | None = None
     compile_cache: str | None = None
     compile_state: str = "warm"
     history_path: Path | None = None
@@ -414,6 +415,16 @@ _OPTIONS: Final = (
         is_path=True,
     ),
     _Option(
+        "profile_dir",
+        "--perf-profile",
+        _text,
+        "after each benchmark's timed rounds, profile every mode (torch.profiler, outside the "
+        "rounds): a Perfetto/chrome://tracing trace per mode in DIR, and where the time goes by "
+        "submodule, module class and op (marker profile=True does it for one test)",
+        metavar="DIR",
+        is_path=True,
+    ),
+    _Option(
         "compile_cache",
         "--perf-compile-cache",
         _text,
@@ -589,6 +600,7 @@ def _check_writable(settings: PerfSettings) -> None:
     targets += [("--perf-markdown", p, False) for p in [settings.markdown_path] if p is not None]
     targets += [("--perf-history", p, False) for p in [settings.history_path] if p is not None]
     targets += [("--perf-plot", p, True) for p in [settings.plot_dir] if p is not None]
+    targets += [("--perf-profile", p, True) for p in [settings.profile_dir] if p is not None]
     if settings.update_baseline:
         targets.append(("--perf-baseline-dir", settings.baseline_dir, True))
     for flag, path, is_dir in targets:
@@ -625,6 +637,12 @@ class BenchmarkConfig:
     items: int | None = None
     #: Gate each mode's p95 of single calls too, as the mode ``"<mode> p95"``.
     gate_p95: bool = False
+    #: Profile each mode after its timed rounds (``--perf-profile``, marker ``profile=True``, or
+    #: a ``focus``); traces are written only where ``profile_dir`` is set.
+    profile: bool = False
+    profile_dir: Path | None = None
+    #: A module class or path whose share of the time bounds any replacement of it (Amdahl).
+    focus: str | None = None
 
     @property
     def compiled_modes(self) -> dict[str, Mapping[str, Any]]:
@@ -649,6 +667,14 @@ def _strict_bool(raw: Any) -> bool:
     return raw
 
 
+def _module_name(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip() or any(c.isspace() for c in raw.strip()):
+        raise ValueError(
+            f"expected a module class name or module path such as 'SqueezeExcitation', got {raw!r}"
+        )
+    return raw.strip()
+
+
 _MARKER_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "modes": _modes,
     "threshold": _float_in(0.0, 10.0, low_open=True),
@@ -666,6 +692,8 @@ _MARKER_PARSERS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "max_recompiles": _int_at_least(0),
     "items": _int_at_least(1),
     "gate_p95": _strict_bool,
+    "profile": _strict_bool,
+    "focus": _module_name,
 }
 #: Marker keywords, for the marker's help line and error messages.
 MARKER_KEYWORDS: Final = tuple(_MARKER_PARSERS)
@@ -719,7 +747,16 @@ def resolve_marker(settings: PerfSettings, nodeid: str, markers: list[pytest.Mar
         budget_s=settings.budget_s,
         rounds=settings.rounds,
         threads=settings.threads,
+        profile=settings.profile_dir is not None,
+        profile_dir=settings.profile_dir,
     )
+    if parsed.get("focus"):
+        if parsed.get("profile") is False:
+            raise PerfConfigError(
+                f"{nodeid}: @pytest.mark.perf(focus={parsed['focus']!r}) needs a profile, "
+                "but the marker says profile=False"
+            )
+        parsed["profile"] = True  # a bound needs a profile, trace or no trace
     if "modes" in parsed:  # --perf-modes narrows what a marker asks for; it never adds modes
         parsed["modes"] = tuple(m for m in parsed["modes"] if m in settings.modes)
     if "budget" in parsed:

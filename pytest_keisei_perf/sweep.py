@@ -74,6 +74,7 @@ def run_sweep(
 ) -> PerfResult:
     """Compile ``fn`` once, call it on every shape in order (first calls timed), check each
     shape's output against eager, then time every shape in both modes."""
+    from .profiling import owning_module, profile_if_asked, with_profile
     from .runner import time_calls
 
     say = progress or (lambda _: None)
@@ -125,10 +126,14 @@ def run_sweep(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
         steady = _compat.dynamo_counts().graphs
-    return _result(
+        module = owning_module(fn)
+        eager_modules = {mode: module for mode in calls if mode.startswith("eager")}
+        breakdowns = profile_if_asked(config, calls, eager_modules, device=device, label=label)
+    result = _result(
         timing, shapes, checks, reasons, steady, inputs,
         config=config, nodeid=nodeid, name=name, device=device, label=label,
     )  # fmt: skip
+    return with_profile(result, config, breakdowns)
 
 
 def _result(

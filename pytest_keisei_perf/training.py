@@ -182,6 +182,7 @@ def run_train_step(
     every mode, every round from the snapshot; the model and state are left as they were."""
     from . import measure, modes
     from .devices import benchmark_context, detect_device
+    from .profiling import profile_if_asked, with_profile
     from .result import benchmark_id
     from .runner import eager_compiled_result, time_calls
 
@@ -225,9 +226,13 @@ def run_train_step(
                 progress=progress is not None, reset=snapshot.restore,
             )  # fmt: skip
             recompiles = modes.recompiles_since(outcome) if outcome else None
+            # module ranges cover the forward; backward runs in autograd's engine, seen by op
+            breakdowns = profile_if_asked(
+                config, calls, {"eager": train.model}, device=device, label=label, reset=snapshot.restore
+            )
     finally:
         snapshot.restore()
-    return eager_compiled_result(
+    result = eager_compiled_result(
         timing,
         outcome,
         recompiles,
@@ -239,6 +244,7 @@ def run_train_step(
         compile_kwargs={**config.compile_kwargs, **train.identity},
         items=config.items or train.items,
     )
+    return with_profile(result, config, breakdowns)
 
 
 def smoke_step(train: TrainStep, config: BenchmarkConfig, device: str | None) -> str:
