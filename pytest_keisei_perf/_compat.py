@@ -22,6 +22,7 @@ __all__ = [
     "compile_cache_counters",
     "compile_cache_state",
     "dynamo_counts",
+    "holds_compiled_module",
     "quiet_structured_trace",
     "recompile_reasons",
     "reset_dynamo_counters",
@@ -144,3 +145,14 @@ def torch_default_cache_dir() -> str:
 
         return os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
     return str(default_cache_dir())
+
+
+def holds_compiled_module(module: Any) -> bool:
+    """Whether ``module`` is, or contains, a ``torch.compile``d module (dynamo's private
+    ``OptimizedModule``): hooks added to it would make dynamo recompile. Unknown: True, the
+    safe answer."""
+    try:
+        from torch._dynamo.eval_frame import OptimizedModule
+    except ImportError:
+        return True
+    return any(isinstance(m, OptimizedModule) for m in module.modules())

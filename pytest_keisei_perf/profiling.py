@@ -41,11 +41,14 @@ _MODULE_NAME = re.compile(r"^keisei-perf\.module (?P<path>\S+) \((?P<cls>[^)]+)\
 
 def owning_module(fn: Any) -> nn.Module | None:
     """The module whose submodules a call runs: ``fn`` itself, or the module a bound method
-    belongs to (``model.get_action_and_value``); None for a plain callable."""
-    if isinstance(fn, nn.Module):
-        return fn
-    owner = getattr(fn, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
+    belongs to (``model.get_action_and_value``); None for a plain callable, and for a module
+    holding compiled code, whose submodules cannot take hooks without a recompile."""
+    from ._compat import holds_compiled_module
+
+    module = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
+    if not isinstance(module, nn.Module) or holds_compiled_module(module):
+        return None
+    return module
 
 
 @contextlib.contextmanager
@@ -208,7 +211,8 @@ def _top_ops(prof: Any, cuda: bool, total: float, per_call: int) -> tuple[Share,
     kernel and the op that launched it are not counted twice."""
     from torch.profiler import DeviceType
 
-    rows = []
+    self_times: dict[str, float] = defaultdict(float)
+    counts: dict[str, float] = defaultdict(float)
     for avg in prof.key_averages():
         if avg.key == _CALL or avg.key.startswith(_MODULE):
             continue
@@ -224,9 +228,10 @@ def _top_ops(prof: Any, cuda: bool, total: float, per_call: int) -> tuple[Share,
                 if _COMPILED_GRAPH.match(avg.key)
                 else avg.key
             )
-            rows.append(Share(name, self_time / total, avg.count / per_call))
-    rows.sort(key=lambda s: -s.share)
-    return tuple(rows[:TOP_OPS])
+            self_times[name] += self_time  # compiled graphs (forward, backward) share one name
+            counts[name] += avg.count / per_call
+    rows = sorted(self_times, key=lambda name: -self_times[name])[:TOP_OPS]
+    return tuple(Share(name, self_times[name] / total, counts[name]) for name in rows)
 
 
 def _unattributed(
