@@ -46,7 +46,10 @@ def merge_blocks(blocks: Mapping[str, PerfResult], config: BenchmarkConfig) -> P
         modes["eager"] = _pooled(eager)
     speedups: dict[str, tuple[float, tuple[float, float] | None]] = {}
     failures: list[str] = []
+    breakdowns = {"eager": first.breakdowns["eager"]} if "eager" in first.breakdowns else {}
     for mode, block in blocks.items():
+        if "compiled" in block.breakdowns:
+            breakdowns[mode] = dataclasses.replace(block.breakdowns["compiled"], mode=mode)
         if "compiled" in block.modes:
             modes[mode] = dataclasses.replace(block.modes["compiled"], mode=mode)
         if block.speedup is not None:
@@ -65,6 +68,7 @@ def merge_blocks(blocks: Mapping[str, PerfResult], config: BenchmarkConfig) -> P
         speedups=speedups,
         accuracy=worst_check([b.accuracy for b in blocks.values()]),
         failures=tuple(failures),
+        breakdowns=breakdowns,
     )
 
 

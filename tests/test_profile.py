@@ -295,3 +295,38 @@ def test_focus_turns_profiling_on_and_the_session_option_sets_the_trace_folder(t
     plain = resolve_marker(PerfSettings(profile_dir=tmp_path), "t.py::t", [])
     assert (plain.profile, plain.profile_dir) == (True, tmp_path)
     assert not resolve_marker(PerfSettings(), "t.py::t", []).profile
+
+
+def _result(modes: tuple[str, ...], **fields: Any) -> Any:
+    from pytest_keisei_perf.result import ModeResult, PerfResult
+
+    made = {m: ModeResult(m, 0.01, 0.001, (0.01,) * 5, 1, 1, True) for m in modes}
+    return PerfResult(
+        nodeid="t.py::t", name="", device="cpu", threads=1, compile_kwargs={}, modes=made, **fields
+    )
+
+
+def test_named_compile_settings_keep_each_profile_and_their_slowdowns_are_said() -> None:
+    from pytest_keisei_perf.reporting import slower_than_eager_lines
+    from pytest_keisei_perf.settings import BenchmarkConfig
+    from pytest_keisei_perf.variants import merge_blocks
+
+    eager, compiled = Breakdown("eager", 0.01, "cpu"), Breakdown("compiled", 0.02, "cpu")
+    blocks = {
+        f"compiled[{name}]": _result(
+            ("eager", "compiled"),
+            speedup=ratio,
+            speedup_ci=(ratio - 0.1, ratio + 0.05),
+            breakdowns={"eager": eager, "compiled": compiled},
+        )
+        for name, ratio in (("default", 1.3), ("reduce-overhead", 0.8))
+    }
+    config = BenchmarkConfig(
+        modes=("eager", "compiled"), threshold=0.05, alpha=0.05, rtol=None, atol=None, min_speedup=None
+    )
+    merged = merge_blocks(blocks, config)
+    assert list(merged.breakdowns) == ["eager", "compiled[default]", "compiled[reduce-overhead]"]
+    assert merged.breakdowns["compiled[default]"].mode == "compiled[default]"
+    lines = slower_than_eager_lines([merged])
+    assert len(lines) == 1
+    assert lines[0].startswith("t.py::t: compiled[reduce-overhead] is SLOWER than eager (0.80x")

@@ -61,7 +61,7 @@ def test_action_methods_batch16(perf, tower: ActorCriticBase) -> None:  # type: 
     perf.benchmark(tower.evaluate_actions, obs, actions, mask, name="evaluate_actions")
 
 
-@pytest.mark.perf(budget=1.0)
+@pytest.mark.perf(budget=1.0, focus="SqueezeExcitation")
 def test_fused_se_vs_plain_batch16(perf) -> None:  # type: ignore[no-untyped-def]
     """Keisei's plan asks whether a fused squeeze-excitation block pays, here and now. The
     candidate is ``keisei::squeeze_excite`` ("fused op"; the earlier "fused" mode, the plain
