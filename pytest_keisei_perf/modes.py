@@ -8,11 +8,12 @@ is timed as the compile time. A failure falls back to eager (``fallback=True`` a
 from __future__ import annotations
 
 import functools
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import torch
@@ -139,6 +140,25 @@ def recompiles_since(outcome: CompileOutcome) -> int | None:
         return None
     frames = _compat.dynamo_counts().frames
     return None if frames is None else frames - outcome.frames_after_compile
+
+
+_TRAINING_GUARD: Final = re.compile(r"(?P<module>\S+)\.training == (?P<compiled>True|False)")
+
+
+def training_mode_switches(label: str) -> list[str]:
+    """What dynamo recompiled for because a module was called in another train/eval state than
+    the one it was compiled in (its ``training`` guard failed), one line per module."""
+    seen: dict[str, str] = {}
+    for reason in _compat.recompile_reasons():
+        match = _TRAINING_GUARD.search(reason)
+        if match:
+            seen.setdefault(match["module"], match["compiled"])
+    return [
+        f"{label}: {module} was compiled with training={compiled} and called with "
+        f"training={compiled != 'True'}; dynamo recompiled for it and the timings mix two graphs "
+        "(compiling bakes in BatchNorm's training flag: compile one model per mode)"
+        for module, compiled in seen.items()
+    ]
 
 
 def bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Callable[[], Any]:

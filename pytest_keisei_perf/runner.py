@@ -134,6 +134,7 @@ def run_benchmark(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
         recompiles = modes.recompiles_since(compile_outcome) if compile_outcome else None
+        switches = modes.training_mode_switches(label) if recompiles else []
         breakdowns = profile_if_asked(
             config, calls, {"eager": owning_module(fn)}, device=device, label=label
         )  # after the recompile count: profiling the same shapes compiles nothing
@@ -149,6 +150,7 @@ def run_benchmark(
         compile_kwargs=dict(config.compile_kwargs),
         items=config.items or batch_items(args, kwargs),
     )
+    result = dataclasses.replace(result, failures=(*result.failures, *switches))
     return with_profile(result, config, breakdowns)
 
 

@@ -195,3 +195,42 @@ def test_snapshot_restores_weights_optimizer_and_rng() -> None:
     assert torch.equal(torch.rand(3), draw)  # the RNG too
     assert state_problem([opt]) is None
     assert state_problem([model]) == "state[0] is a module (Sequential); pass it as the model or leave it out"
+
+
+def test_a_model_called_in_another_train_eval_state_than_compiled_fails_naming_it() -> None:
+    """Compiling bakes in BatchNorm's training flag: a benchmark whose model flips between train
+    and eval makes dynamo recompile, and the result says which module, instead of timing two
+    graphs as one."""
+    from torch import nn
+
+    from pytest_keisei_perf import runner
+    from pytest_keisei_perf.settings import BenchmarkConfig
+
+    class Flipping(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm1d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(x)
+
+    def flip(mod: nn.Module, _args: object) -> None:
+        mod.bn.train(not mod.bn.training)
+
+    model = Flipping().eval()
+    model.register_forward_pre_hook(flip)
+    config = BenchmarkConfig(
+        modes=("eager", "compiled"), threshold=0.05, alpha=0.05, rtol=None, atol=None, min_speedup=None,
+        compile_kwargs={"backend": "eager"}, budget_s=0.05, rounds=5, check_outputs=False,
+    )  # fmt: skip
+    result = runner.run_benchmark(model, (torch.randn(3, 4),), {}, config=config, nodeid="t.py::t", name="")
+    [failure] = result.failures
+    assert "self._modules['bn'] was compiled with training=" in failure
+    assert "timings mix two graphs" in failure
+    torch.compiler.reset()  # as every benchmark's compile does
+    steady = torch.compile(nn.BatchNorm1d(4).eval(), backend="eager")
+    steady(torch.randn(3, 4))
+    steady(torch.randn(3, 4))
+    from pytest_keisei_perf.modes import training_mode_switches
+
+    assert training_mode_switches("t") == []
