@@ -199,6 +199,27 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 1 if regressions else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import FORMATS, ExportError
+
+    try:
+        entries = FORMATS[args.format](_read_json(args.report))
+    except ExportError as exc:
+        raise CliError(f"{args.report}: {exc}") from None
+    text = json.dumps(entries, indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    from .files import write_text_atomic
+
+    try:
+        write_text_atomic(args.out, text)
+    except OSError as exc:
+        raise CliError(f"--out {args.out}: cannot be written: {exc.strerror or exc}") from None
+    print(f"keisei-perf: {len(entries)} entries written to {args.out}")
+    return 0
+
+
 # -- baselines -------------------------------------------------------------------------------------
 def _cmd_baselines(args: argparse.Namespace) -> int:
     directory: Path = args.dir
@@ -431,6 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--out", type=Path, default=Path("perf-history"), help="folder for the page")
     hist.add_argument("--threshold", type=_fraction, default=0.05, help="drift that counts")
     hist.set_defaults(run=_cmd_history)
+    exporting = sub.add_parser(
+        "export",
+        help="convert a --perf-json report for another tool (github-action-benchmark's "
+        "customSmallerIsBetter JSON)",
+    )
+    exporting.add_argument("report", type=Path, help="a --perf-json report")
+    exporting.add_argument("--format", choices=["github-action-benchmark"], required=True)
+    exporting.add_argument("--out", type=Path, help="write here instead of standard output")
+    exporting.set_defaults(run=_cmd_export)
     arches = sub.add_parser("architectures", help="list registered architectures with shapes and parameters")
     arches.set_defaults(run=_cmd_architectures)
     return parser

@@ -265,3 +265,38 @@ def test_version_and_machine_say_this_hosts_key_and_whether_it_is_gated(
     )
     assert main(["machine", "--dir", str(directory), "--name", "ci-box"]) == 0
     assert "(1 benchmark(s)): the gate compares here" in capsys.readouterr().out
+
+
+def test_export_writes_github_action_benchmark_entries_and_names_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(5)
+    smoke = PerfResult(
+        nodeid="t.py::smoke", name="", device="cpu", threads=1, compile_kwargs={}, modes={}, disabled=True
+    )
+    report = _report(tmp_path / "perf.json", _result(rng, 2.0), smoke)
+    out = tmp_path / "bench.json"
+    assert main(["export", str(report), "--format", "github-action-benchmark", "--out", str(out)]) == 0
+    [entry] = json.loads(out.read_text())
+    assert entry["name"] == f"{BENCH} [eager]"
+    assert entry["unit"] == "ms"
+    assert 1.8 < entry["value"] < 2.2
+    assert entry["range"] == "± 0.005"  # half the interquartile range
+    assert "rounds: 20" in entry["extra"]
+    capsys.readouterr()
+    assert main(["export", str(report), "--format", "github-action-benchmark"]) == 0
+    assert json.loads(capsys.readouterr().out) == [entry]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"results": [{"benchmark_id": "b", "modes": {"eager": {"median_s": 1}}}]}))
+    assert main(["export", str(broken), "--format", "github-action-benchmark"]) == 2
+    assert "broken.json: results[0] (b [eager]): no median_s/iqr_s" in capsys.readouterr().err
+
+
+def test_the_version_is_the_package_metadata_one() -> None:
+    from importlib.metadata import version
+
+    from pytest_keisei_perf import __version__
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert __version__ == version("pytest-keisei-perf") == project["version"]

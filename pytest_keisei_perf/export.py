@@ -1,0 +1,63 @@
+"""``keisei-perf export``: a ``--perf-json`` report in another tool's format.
+
+``github-action-benchmark`` takes a list of ``{"name", "unit", "value", "range", "extra"}``
+entries (its ``customSmallerIsBetter`` tool): one per benchmark and mode here, the median in
+milliseconds, the interquartile range as the range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+__all__ = ["FORMATS", "ExportError", "github_action_benchmark"]
+
+
+class ExportError(ValueError):
+    """The report cannot be exported; the message names the entry."""
+
+
+def github_action_benchmark(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every timed mode of every result (smoke runs have none), in the report's order."""
+    results = report.get("results")
+    if not isinstance(results, list):
+        raise ExportError("not a --perf-json report: no 'results' list")
+    machine = report.get("machine")
+    host = (
+        f"{machine.get('cpu_model', '')}, torch {machine.get('torch', '?')}"
+        if isinstance(machine, Mapping)
+        else ""
+    )
+    entries = []
+    for index, result in enumerate(results):
+        where = f"results[{index}]"
+        if not isinstance(result, Mapping) or not isinstance(result.get("benchmark_id"), str):
+            raise ExportError(f"{where}: missing benchmark_id")
+        if result.get("disabled"):
+            continue
+        modes = result.get("modes")
+        if not isinstance(modes, Mapping):
+            raise ExportError(f"{where} ({result['benchmark_id']}): missing modes")
+        for mode, facts in modes.items():
+            try:
+                median, iqr = float(facts["median_s"]), float(facts["iqr_s"])
+            except (KeyError, TypeError, ValueError):
+                raise ExportError(f"{where} ({result['benchmark_id']} [{mode}]): no median_s/iqr_s") from None
+            verdict = (result.get("verdicts") or {}).get(mode) or {}
+            extra = [f"rounds: {len(facts.get('samples_s') or ())}", f"verdict: {verdict.get('status', '-')}"]
+            if host:
+                extra.append(f"host: {host}")
+            entries.append(
+                {
+                    "name": f"{result['benchmark_id']} [{mode}]",
+                    "unit": "ms",
+                    "value": round(median * 1e3, 6),
+                    "range": f"± {iqr * 1e3 / 2:.4g}",
+                    "extra": "\n".join(extra),
+                }
+            )
+    return entries
+
+
+#: ``--format`` values and their converters.
+FORMATS: Final = {"github-action-benchmark": github_action_benchmark}
