@@ -54,6 +54,8 @@ class ModeSummary:
     statistic_sd: float | None = None
     compile_time_s: float | None = None
     compile_state: str | None = None
+    #: Median over the runs of each run's p95 of single calls (None where calls were too short).
+    p95_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class HistoryEntry:
                 statistic_sd=_number_or_none(raw.get("statistic_sd")),
                 compile_time_s=_number_or_none(raw.get("compile_time_s")),
                 compile_state=raw.get("compile_state") if isinstance(raw.get("compile_state"), str) else None,
+                p95_s=_number_or_none(raw.get("p95_s")),
             )
         return cls(
             kind=data["kind"],
@@ -162,12 +165,14 @@ def summarize(
         if not values:
             continue
         compile_times = [t for t in (r.modes[mode].compile_time_s for r in having) if t is not None]
+        p95s = [p for p in (r.modes[mode].p95_s for r in having) if p is not None]
         modes[mode] = ModeSummary(
             median_s=statistics.median(r.modes[mode].median_s for r in having),
             statistic=statistics.fmean(values),
             statistic_sd=statistics.stdev(values) if len(values) > 1 else None,
             compile_time_s=statistics.median(compile_times) if compile_times else None,
             compile_state=having[-1].modes[mode].compile_cache,
+            p95_s=statistics.median(p95s) if p95s else None,
         )
     if not modes:
         return None

@@ -59,6 +59,21 @@ def test_an_entry_survives_its_own_json_and_summarises_runs() -> None:
     assert summary.runs == 3
     assert summary.modes["eager"].statistic == pytest.approx(-0.02 / 3)
     assert summary.modes["eager"].statistic_sd == pytest.approx(np.std([0, 0.01, -0.03], ddof=1))
+    assert summary.modes["eager"].p95_s is None  # no run measured single calls
+
+
+def test_a_summary_keeps_the_median_p95_and_a_line_carries_it() -> None:
+    runs = [make_run({"eager": 0.0}) for _ in range(3)]
+    runs = [
+        dataclasses.replace(r, modes={"eager": dataclasses.replace(r.modes["eager"], p95_s=p)})
+        for r, p in zip(runs, (2e-3, 3e-3, 9e-3), strict=True)
+    ]
+    summary = summarize("b", runs, kind="run", machine="m", torch_version="2.13.0")
+    assert summary is not None
+    assert summary.modes["eager"].p95_s == 3e-3
+    line = json.loads(json.dumps(summary.to_json()))
+    assert line["modes"]["eager"]["p95_s"] == 3e-3
+    assert HistoryEntry.from_json(line) == summary
 
 
 @pytest.mark.parametrize(
