@@ -8,7 +8,7 @@ imported: put an older checkout first on ``PYTHONPATH`` to measure it). Conditio
 between the benchmark's rounds; how that level moves between conditions is what a code change
 does to the machine's yardstick. ``--placement`` also times the reference elsewhere: all its
 rounds before or after the benchmark's, or interleaved with the caches flushed before each
-round (candidate remedies; the README has the numbers).
+round (candidate remedies; docs/ has the numbers).
 
     python benchmarks/reference_isolation.py --processes 15 --placement interleaved flushed
 """

@@ -1,6 +1,6 @@
 """The compile cache's state as a condition of every compiled run, and what compiling costs.
 
-Code inductor loads from its cache need not run like code it just compiled (the README's
+Code inductor loads from its cache need not run like code it just compiled (the docs'
 "Compile state" section has the measured gap). So a compiled run is *warm* (every FX graph came from
 the cache) or *cold* (none did), as inductor's counters say, and runs are compared only within
 one state. ``--perf-compile-state both`` times the two side by side; the cold one appears as the

@@ -165,7 +165,7 @@ def decide(
     if context.confirm is not None and (suspect or moved):
         confirmed = context.confirm()
     # The host check compares fresh processes with fresh processes: inside a long-lived session
-    # the reference reads off its fresh-process level on the same host (README, "The host
+    # the reference reads off its fresh-process level on the same host (docs, "The host
     # check"), so an in-session run is judged only when there are no confirmations at all.
     alone = context.confirm is None or context.current_is_fresh
     judged = list(confirmed) if confirmed else ([current] if alone else [])

@@ -2,7 +2,7 @@
 
 Two hosts that report the same CPU marketing string ("Intel(R) Xeon(R) Processor") can be
 different generations that run the reference workload and the models at different relative
-speeds, so comparing across them reads as regressions (the README's "Baseline files and machine
+speeds, so comparing across them reads as regressions (the docs' "Baseline files and machine
 fingerprints" has the case). The fingerprint therefore carries what tells such
 hosts apart: vendor, family, model and stepping, the vector/matrix extensions, cache sizes, and
 the GPU model, capability and driver.

@@ -275,7 +275,7 @@ def reference_workload(device: str = "cpu") -> Callable[[], object]:
     Dispatcher-bound tiny ops (10 x a 16-channel conv and a 64x64 matmul), a 64-channel 3x3 conv
     on a 9x9 board and 256x256 matmuls, each about a third of its time: a mix that moves with the
     machine the way small and large models both do, so dividing by it cuts the between-process
-    spread of their times (the README has the measurements). Bump
+    spread of their times (docs/measurements.md and the gate explanation have the measurements). Bump
     :data:`REFERENCE_VERSION` whenever this changes: ratios to another workload do not compare.
     It runs on the benchmark's device, so on a GPU it tracks the GPU and the launch path.
     """

@@ -152,7 +152,7 @@ class GateRole:
                 state: str | None = "cold"  # an empty cache: only a fresh process has one
             elif self.gate.baselines.get(bench):
                 # measured like the baseline's runs: an in-session run differs from fresh
-                # processes systematically (README, "The host check, measured")
+                # processes systematically (docs, "The host check, measured")
                 state = process_state(s.compile_state)
             else:
                 state = None

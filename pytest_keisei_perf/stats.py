@@ -271,7 +271,7 @@ def compare_rounds(
 
 #: A run's reference workload this far (as a fraction) from the baseline runs' mean says the host
 #: differs, when it is also :data:`HOST_SHIFT_Z` prediction sds away: above the reference's spread
-#: within one loaded host, below its shift on another host of the same CPU string (README, "The
+#: within one loaded host, below its shift on another host of the same CPU string (docs, "The
 #: host check, measured").
 HOST_SHIFT_MIN: Final = 0.10
 HOST_SHIFT_Z: Final = 3.0

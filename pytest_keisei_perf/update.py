@@ -3,7 +3,7 @@ is measured in ``--perf-baseline-runs`` fresh processes per test, and those runs
 
 Each test runs alone in its own fresh process, exactly as a confirmation does, so the runs that
 decide a suspected regression later are alike the baseline's: a process's history is part of
-its timing (README, "Baselines and the regression gate").
+its timing (docs, "Baselines and the regression gate").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 compiled modes: inference at self-play and training batch sizes, and the training step.
 
 Run with ``pytest -m perf``; re-baseline with ``pytest -m perf --perf-update-baseline``. Budgets
-are sized to keep the whole suite to a few minutes with a warm compile cache (the README has the
+are sized to keep the whole suite to a few minutes with a warm compile cache (docs/measurements.md has the
 numbers).
 
 ``KEISEI_PERF_DEVICE=cuda`` runs the same suite on a GPU (its baselines key on the GPU model).
@@ -93,7 +93,7 @@ def test_se_rollout_batch64(perf, se_rollout: torch.nn.Module) -> None:  # type:
 
 
 # Under bfloat16 autocast, compiled and eager round differently through 10 blocks of backward:
-# gradients differ by a few hundredths (README, "The project's own perf suite"), so the check
+# gradients differ by a few hundredths (docs/measurements.md), so the check
 # runs at a tolerance that still catches a wrong gradient (a doubled one, a NaN).
 @pytest.mark.perf(budget=1.5, rtol=0.1, atol=0.1)
 def test_se_train_step_batch16(perf) -> None:  # type: ignore[no-untyped-def]

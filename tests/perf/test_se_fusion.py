@@ -3,7 +3,7 @@
 Each benchmark profiles the plain SE-ResNet (``focus="ScaleShiftSE"``: SE's share of the time and
 so the most any SE replacement can save) and times, against it, ``torch.compile`` of the plain
 network (inductor's own fusion) and the network with ``keisei::squeeze_excite``: forward at batch
-1 (self-play) and at a training batch, and the training step (forward and backward). The README
+1 (self-play) and at a training batch, and the training step (forward and backward). The docs
 states the results with their intervals.
 """
 
