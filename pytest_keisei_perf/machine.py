@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
+import subprocess
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -79,13 +82,27 @@ def _cache_sizes(sysfs: Path) -> dict[str, str]:
     return sizes
 
 
-def cpu_facts(cpuinfo: str | None = None, cache_dir: Path = _CACHE_SYSFS) -> dict[str, Any]:
-    """Vendor, family/model/stepping, ISA extensions and caches of this CPU (None where unknown)."""
+def cpu_facts(
+    cpuinfo: str | None = None,
+    cache_dir: Path = _CACHE_SYSFS,
+    *,
+    system: str | None = None,
+    sysctl: Callable[[str], str | None] | None = None,
+    processor: str | None = None,
+) -> dict[str, Any]:
+    """Vendor, family/model/stepping, ISA extensions and caches of this CPU (None where unknown):
+    from /proc/cpuinfo and sysfs on Linux, ``sysctl`` on macOS, ``platform.processor()`` and
+    torch's CPU capability on Windows, so that different hosts never share a key there either."""
     if cpuinfo is None:
         try:
             cpuinfo = _CPUINFO.read_text()
         except OSError:
             cpuinfo = ""
+    system = system or platform.system()
+    if not cpuinfo.strip() and system == "Darwin":
+        return _darwin_facts(sysctl or _sysctl)
+    if not cpuinfo.strip() and system == "Windows":
+        return _windows_facts(processor if processor is not None else platform.processor())
     block = _first_cpu_block(cpuinfo)
     flags = set((block.get("flags") or block.get("features") or "").split())
     return {
@@ -98,16 +115,94 @@ def cpu_facts(cpuinfo: str | None = None, cache_dir: Path = _CACHE_SYSFS) -> dic
     }
 
 
+def _sysctl(name: str) -> str | None:
+    """``sysctl -n name`` (macOS), or None where it is unknown."""
+    try:
+        done = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = done.stdout.strip()
+    return value if done.returncode == 0 and value else None
+
+
+def _darwin_facts(sysctl: Callable[[str], str | None]) -> dict[str, Any]:
+    """Intel Macs report vendor/family/model/stepping and feature words; Apple silicon its CPU
+    family and subtype numbers and optional-feature switches."""
+    words = " ".join(filter(None, (sysctl("machdep.cpu.features"), sysctl("machdep.cpu.leaf7_features"))))
+    flags = {w.lower().replace("avx1.0", "avx") for w in words.split()}
+    if sysctl("hw.optional.neon") == "1" or sysctl("hw.optional.AdvSIMD") == "1":
+        flags.add("asimd")
+    caches = {}
+    for name, key in (("L1d", "hw.l1dcachesize"), ("L2", "hw.l2cachesize"), ("L3", "hw.l3cachesize")):
+        size = sysctl(key)
+        if size and size.isdigit() and int(size) > 0:
+            caches[name] = f"{int(size) // 1024}K"
+    return {
+        "cpu_vendor": sysctl("machdep.cpu.vendor") or ("Apple" if "asimd" in flags else None),
+        "cpu_family": sysctl("machdep.cpu.family") or sysctl("hw.cpufamily"),
+        "cpu_model_number": sysctl("machdep.cpu.model") or sysctl("hw.cpusubtype"),
+        "cpu_stepping": sysctl("machdep.cpu.stepping"),
+        "cpu_isa": sorted(flags.intersection(ISA_FLAGS)),
+        "cpu_caches": caches,
+    }
+
+
+_WINDOWS_PROCESSOR: Final = re.compile(
+    r"Family (?P<family>\d+) Model (?P<model>\d+) Stepping (?P<stepping>\d+), (?P<vendor>\w+)"
+)
+
+
+def _windows_facts(processor: str) -> dict[str, Any]:
+    """``Intel64 Family 6 Model 158 Stepping 10, GenuineIntel`` read into its parts; the ISA is
+    torch's CPU capability (the kernels it dispatches to), as Windows has no flag list."""
+    match = _WINDOWS_PROCESSOR.search(processor)
+    return {
+        "cpu_vendor": match["vendor"] if match else None,
+        "cpu_family": match["family"] if match else None,
+        "cpu_model_number": match["model"] if match else None,
+        "cpu_stepping": match["stepping"] if match else None,
+        "cpu_isa": [f"torch:{_torch_cpu_capability().lower()}"],
+        "cpu_caches": {},
+    }
+
+
+def _torch_cpu_capability() -> str:
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 @cache
 def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows."""
+    """The CPU's marketing name: /proc/cpuinfo, macOS's brand string, Windows' registry, else
+    what ``platform`` knows."""
     try:
         for line in _CPUINFO.read_text().splitlines():
             if line.lower().startswith(("model name", "hardware", "cpu model")):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    if platform.system() == "Darwin":
+        brand = _sysctl("machdep.cpu.brand_string")
+        if brand:
+            return brand
+    if platform.system() == "Windows":
+        brand = _windows_cpu_name()
+        if brand:
+            return brand
     return platform.processor() or platform.machine() or "unknown"
+
+
+def _windows_cpu_name() -> str | None:
+    if sys.platform != "win32":
+        return None
+    import winreg
+
+    try:
+        key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0")
+        return str(winreg.QueryValueEx(key, "ProcessorNameString")[0]).strip() or None
+    except OSError:
+        return None
 
 
 def gpu_driver() -> str | None:

@@ -222,3 +222,44 @@ def test_locks_work_where_fcntl_does_not_exist(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "locked"
+
+
+def _mac(values: dict[str, str]):  # type: ignore[no-untyped-def]
+    return lambda name: values.get(name)
+
+
+def test_macos_and_windows_hosts_are_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without /proc/cpuinfo the facts come from sysctl (macOS) or platform.processor() and
+    torch's CPU capability (Windows), so two different CPUs never share a key there either."""
+    from pytest_keisei_perf import machine
+
+    intel_mac = cpu_facts("", system="Darwin", sysctl=_mac({
+        "machdep.cpu.vendor": "GenuineIntel", "machdep.cpu.family": "6", "machdep.cpu.model": "158",
+        "machdep.cpu.stepping": "10", "machdep.cpu.features": "FPU SSE AVX1.0 FMA",
+        "machdep.cpu.leaf7_features": "AVX2 BMI2", "hw.l2cachesize": "262144", "hw.l3cachesize": "12582912",
+    }))  # fmt: skip
+    assert intel_mac == {
+        "cpu_vendor": "GenuineIntel", "cpu_family": "6", "cpu_model_number": "158", "cpu_stepping": "10",
+        "cpu_isa": ["avx", "avx2", "fma"], "cpu_caches": {"L2": "256K", "L3": "12288K"},
+    }  # fmt: skip
+    m1, m2 = (
+        cpu_facts(
+            "",
+            system="Darwin",
+            sysctl=_mac({"hw.optional.neon": "1", "hw.cpufamily": fam, "hw.cpusubtype": "2"}),
+        )
+        for fam in ("458787763", "3660830781")
+    )
+    assert m1["cpu_vendor"] == "Apple"
+    assert m1["cpu_isa"] == ["asimd"]
+    monkeypatch.setattr(machine, "_torch_cpu_capability", lambda: "AVX2")
+    win = cpu_facts("", system="Windows", processor="Intel64 Family 6 Model 158 Stepping 10, GenuineIntel")
+    assert win["cpu_family"] == "6"
+    assert win["cpu_model_number"] == "158"
+    assert win["cpu_vendor"] == "GenuineIntel"
+    assert win["cpu_isa"] == ["torch:avx2"]
+    amd = cpu_facts("", system="Windows", processor="AMD64 Family 25 Model 33 Stepping 0, AuthenticAMD")
+    keys = {
+        machine_key({"cpu_model": "x", **facts, "threads": 1})[0] for facts in (intel_mac, m1, m2, win, amd)
+    }
+    assert len(keys) == 5
