@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json_atomic", "write_problem", "write_text_atomic"]
+__all__ = ["file_stem", "write_json_atomic", "write_problem", "write_text_atomic"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -67,3 +68,8 @@ def write_problem(path: Path, *, is_dir: bool) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"cannot be written: {folder} is not writable"
     return None
+
+
+def file_stem(benchmark_id: str) -> str:
+    """A file-name-safe, still readable version of a benchmark id."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", benchmark_id).strip("_")[:150] or "benchmark"

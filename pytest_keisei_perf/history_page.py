@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from . import trend
-from .files import write_text_atomic
+from .files import file_stem, write_text_atomic
 from .history import HistoryEntry
-from .plots import file_stem, require_matplotlib
+from .plots import require_matplotlib
 
 __all__ = ["Change", "SeriesReport", "analyse", "write_page"]
 

@@ -7,12 +7,12 @@ through pyplot, so the user's backend and global state stay untouched.
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from .files import file_stem
 from .report import format_duration, table_rows
 from .result import PerfResult
 
@@ -37,11 +37,6 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise PlotUnavailableError(f"--perf-plot needs matplotlib: {INSTALL_HINT}") from None
-
-
-def file_stem(benchmark_id: str) -> str:
-    """A file-name-safe, still readable version of a benchmark id."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", benchmark_id).strip("_")[:150] or "benchmark"
 
 
 def write_plots(

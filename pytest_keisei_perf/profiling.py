@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .breakdown import Breakdown, FocusError, Share, amdahl_line, focus_share
+from .files import file_stem
 
 if TYPE_CHECKING:
     from .result import PerfResult
@@ -131,14 +132,10 @@ def _profile_one(
     trace = None
     if trace_dir is not None:
         trace_dir.mkdir(parents=True, exist_ok=True)
-        path = trace_dir / f"{_file_stem(label)}.{_file_stem(mode)}.trace.json"
+        path = trace_dir / f"{file_stem(label)}.{file_stem(mode)}.trace.json"
         prof.export_chrome_trace(str(path))
         trace = str(path)
     return _breakdown(mode, prof, module, clock="cuda" if cuda else "cpu", trace=trace)
-
-
-def _file_stem(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "benchmark"
 
 
 def _breakdown(mode: str, prof: Any, module: nn.Module | None, *, clock: str, trace: str | None) -> Breakdown:
