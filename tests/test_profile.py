@@ -3,6 +3,7 @@ that a part's share puts on replacing it. One fresh inner session covers the plu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -330,3 +331,21 @@ def test_named_compile_settings_keep_each_profile_and_their_slowdowns_are_said()
     lines = slower_than_eager_lines([merged])
     assert len(lines) == 1
     assert lines[0].startswith("t.py::t: compiled[reduce-overhead] is SLOWER than eager (0.80x")
+
+
+def test_the_plot_draws_a_stacked_bar_per_profiled_benchmark(tmp_path: Path) -> None:
+    from extras import need
+
+    need("matplotlib")
+    from pytest_keisei_perf.plots import write_plots
+
+    eager = Breakdown("eager", 0.01, "cpu", classes_self=(Share("Conv2d", 0.8, 9), Share("SE", 0.1, 9)))
+    compiled = Breakdown("compiled", 0.008, "cpu", ops=(Share("aten::mkldnn_convolution", 0.85, 9),))
+    profiled = _result(
+        ("eager", "compiled"), breakdowns={"eager": eager, "compiled": compiled}, bound="SE is 10%"
+    )
+    plain = dataclasses.replace(profiled, nodeid="t.py::plain", breakdowns={}, bound=None)
+    written = {p.name for p in write_plots(tmp_path, [profiled, plain], {})}
+    assert "t.py_t.breakdown.png" in written
+    assert "t.py_plain.breakdown.png" not in written
+    assert (tmp_path / "t.py_t.breakdown.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
