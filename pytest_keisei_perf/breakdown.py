@@ -39,6 +39,16 @@ class Share:
     share: float
     #: Instances of a class (outermost ones), or calls of an op per profiled call.
     count: float = 1
+    #: The lowest and highest share in any one profiled call (module classes), for the spread.
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def spread(self) -> str:
+        """`` (5.8-6.4% over the profiled calls)``, or nothing where unknown."""
+        if self.low is None or self.high is None:
+            return ""
+        return f" ({self.low:.1%}-{self.high:.1%} over the profiled calls)"
 
 
 @dataclass(frozen=True)
@@ -105,8 +115,8 @@ def amdahl_line(part: Share, mode: str, focus: str, gains: Mapping[str, float] |
     count = f" ({part.count:g}x)" if part.count > 1 else ""
     bound = 1 / (1 - part.share) if part.share < 1 else float("inf")
     line = (
-        f"{focus}{count} is {part.share:.1%} of {mode} time here; a perfect replacement saves at "
-        f"most {part.share:.1%} (Amdahl: at most {bound:.3g}x)"
+        f"{focus}{count} is {part.share:.1%}{part.spread} of {mode} time here; a perfect replacement "
+        f"saves at most {part.share:.1%} (Amdahl: at most {bound:.3g}x)"
     )
     for name, ratio in (gains or {}).items():
         line += f"; {name} measured {ratio:.3g}x (saves {1 - 1 / ratio:.1%})"

@@ -156,6 +156,7 @@ def _breakdown(mode: str, prof: Any, module: nn.Module | None, *, clock: str, tr
     by_class: dict[str, float] = defaultdict(float)
     own_by_class: dict[str, float] = defaultdict(float)
     instances: dict[str, set[str]] = defaultdict(set)
+    in_call: dict[int, dict[str, float]] = {id(c): defaultdict(float) for c in calls}
     top_level = 0.0
     for event in events:
         match = _MODULE_NAME.match(event.name)
@@ -167,6 +168,9 @@ def _breakdown(mode: str, prof: Any, module: nn.Module | None, *, clock: str, tr
         ancestors = _module_ancestors(event)
         if cls not in {c for _, c, _ in ancestors}:
             by_class[cls] += spent(event)
+            call = _call_of(event)
+            if call is not None and id(call) in in_call:
+                in_call[id(call)][cls] += spent(event)
         own_by_class[cls] += spent(event)
         if ancestors:
             own_by_class[ancestors[0][1]] -= spent(event)  # the enclosing module's own time
@@ -179,7 +183,8 @@ def _breakdown(mode: str, prof: Any, module: nn.Module | None, *, clock: str, tr
         clock=clock,
         modules=tuple(Share(p, t / total, 1) for p, t in sorted(by_path.items(), key=lambda kv: -kv[1])),
         classes=tuple(
-            Share(c, t / total, len(instances[c])) for c, t in sorted(by_class.items(), key=lambda kv: -kv[1])
+            Share(c, t / total, len(instances[c]), *_spread(c, calls, in_call, spent))
+            for c, t in sorted(by_class.items(), key=lambda kv: -kv[1])
         ),
         classes_self=tuple(
             Share(c, max(t, 0.0) / total, len(instances[c]))
@@ -189,6 +194,22 @@ def _breakdown(mode: str, prof: Any, module: nn.Module | None, *, clock: str, tr
         unattributed=_unattributed(mode, module, by_path, 1 - top_level / total, cuda),
         trace=trace,
     )
+
+
+def _call_of(event: Any) -> Any | None:
+    """The profiled call (``keisei-perf.call`` range) an event ran in."""
+    parent = event.cpu_parent
+    while parent is not None and parent.name != _CALL:
+        parent = parent.cpu_parent
+    return parent
+
+
+def _spread(
+    cls: str, calls: list[Any], in_call: dict[int, dict[str, float]], spent: Callable[[Any], float]
+) -> tuple[float | None, float | None]:
+    """The class's lowest and highest share in one profiled call."""
+    shares = [in_call[id(c)].get(cls, 0.0) / spent(c) for c in calls if spent(c) > 0]
+    return (min(shares), max(shares)) if shares else (None, None)
 
 
 def _module_ancestors(event: Any) -> list[tuple[str, str, Any]]:

@@ -66,6 +66,11 @@ def test_a_deliberately_slow_submodule_is_named_the_largest_share(tmp_path: Path
     assert b.modules[0].name == "slow", b.modules
     assert b.classes[0].name == "Slow", b.classes
     assert b.classes[0].share > 0.5
+    slow = b.classes[0]
+    assert slow.low is not None
+    assert slow.high is not None
+    assert 0 < slow.low <= slow.share <= slow.high <= 1  # the spread over the 5 profiled calls
+    assert "over the profiled calls" in amdahl_line(slow, "eager", "Slow")
     assert {s.name for s in b.classes} == {"Linear", "Slow", "Sequential", "ReLU"}
     assert next(s for s in b.classes if s.name == "Linear").count == 2  # fast and head.1
     own = sum(s.share for s in b.classes_self)
