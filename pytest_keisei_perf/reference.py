@@ -1,8 +1,9 @@
 """The docs' reference pages, generated from the code that defines them: every command-line
-option and ini twin from ``settings._OPTIONS``, every marker keyword from the marker's parsers.
+option and ini twin from ``settings._OPTIONS``, every marker keyword from the marker's parsers,
+and the fixture's methods, the hooks and the result's fields from their signatures and docstrings.
 
-``python -m pytest_keisei_perf.reference`` rewrites ``docs/reference/options.md``; a test fails
-when the committed page and the code disagree.
+``python -m pytest_keisei_perf.reference`` rewrites ``docs/reference/options.md`` and
+``docs/reference/api.md``; a test fails when the committed pages and the code disagree.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from .settings import _OPTIONS, MARKER_KEYWORDS, PerfSettings
 
-__all__ = ["MARKER_DOCS", "options_page"]
+__all__ = ["MARKER_DOCS", "PAGES", "api_page", "options_page"]
 
 #: What each marker keyword does; a test requires one line per keyword the marker accepts.
 MARKER_DOCS: Final = {
@@ -88,6 +89,75 @@ def options_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+def api_page() -> str:
+    """The Markdown of ``docs/reference/api.md``."""
+    from . import hookspecs
+    from .fixture import PerfFixture
+    from .result import ModeResult, PerfResult
+
+    lines = [
+        "# Fixture, hooks and results",
+        "",
+        "Generated from the code (`python -m pytest_keisei_perf.reference`); a test keeps it in step.",
+        "",
+        "## The `perf` fixture",
+        "",
+        "A test that takes `perf` is marked `perf`; each call below measures one benchmark and",
+        "returns its `PerfResult`.",
+        "",
+    ]
+    for method in ("benchmark", "compare", "train_step", "sweep"):
+        lines += _documented(f"perf.{method}", getattr(PerfFixture, method), skip_self=True)
+    lines += ["## Hooks", "", "Implement them in a `conftest.py` or a plugin.", ""]
+    for hook in hookspecs.__all__:
+        lines += _documented(hook, getattr(hookspecs, hook))
+    for kind in (PerfResult, ModeResult):
+        lines += [f"## `{kind.__name__}`", "", _docstring(kind), "", "| field | type |", "|---|---|"]
+        lines += [f"| `{f.name}` | `{_cell(str(f.type))}` |" for f in dataclasses.fields(kind)]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _documented(title: str, fn: Any, *, skip_self: bool = False) -> list[str]:
+    return [f"### `{title}`", "", "```python", _signature(fn, skip_self), "```", "", _docstring(fn), ""]
+
+
+def _signature(fn: Any, skip_self: bool) -> str:
+    """``name(a: T, *args: T, b: T = 'x') -> R`` as written in the source (annotations are text
+    under ``from __future__ import annotations``)."""
+    import inspect
+
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())[1 if skip_self else 0 :]
+    parts: list[str] = []
+    star_done = False
+    for p in params:
+        if p.kind is p.KEYWORD_ONLY and not star_done:
+            parts.append("*")
+        star_done = star_done or p.kind in (p.VAR_POSITIONAL, p.KEYWORD_ONLY)
+        stars = "*" if p.kind is p.VAR_POSITIONAL else "**" if p.kind is p.VAR_KEYWORD else ""
+        text = stars + p.name
+        if p.annotation is not p.empty:
+            text += f": {p.annotation}"
+        if p.default is not p.empty:
+            text += f" = {p.default!r}"
+        parts.append(text)
+    returns = (
+        f" -> {signature.return_annotation}" if signature.return_annotation is not signature.empty else ""
+    )
+    return f"{fn.__name__}({', '.join(parts)}){returns}"
+
+
+def _docstring(obj: object) -> str:
+    import inspect
+
+    return inspect.getdoc(obj) or ""
+
+
+#: Each generated page and its generator.
+PAGES: Final = {"docs/reference/options.md": options_page, "docs/reference/api.md": api_page}
+
+
 def _fields() -> set[str]:
     return {f.name for f in dataclasses.fields(PerfSettings)}
 
@@ -103,9 +173,10 @@ def _cell(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    target = Path(argv[0]) if argv else Path("docs/reference/options.md")
-    target.write_text(options_page(), encoding="utf-8")
-    print(f"wrote {target}")
+    root = Path(argv[0]) if argv else Path()
+    for page, make in PAGES.items():
+        (root / page).write_text(make(), encoding="utf-8")
+        print(f"wrote {root / page}")
     return 0
 
 

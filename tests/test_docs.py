@@ -3,21 +3,35 @@ and the site builds with MkDocs in strict mode (broken links and anchors are err
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from extras import need
 
-from pytest_keisei_perf.reference import MARKER_DOCS, options_page
+from pytest_keisei_perf.reference import MARKER_DOCS, PAGES, api_page, options_page
 from pytest_keisei_perf.settings import _OPTIONS, MARKER_KEYWORDS
 
 ROOT = Path(__file__).parents[1]
 
 
-def test_the_options_page_is_generated_from_the_code() -> None:
-    committed = (ROOT / "docs" / "reference" / "options.md").read_text(encoding="utf-8")
-    assert committed == options_page(), "regenerate it: python -m pytest_keisei_perf.reference"
+@pytest.mark.parametrize("page", list(PAGES))
+def test_the_reference_pages_are_generated_from_the_code(page: str) -> None:
+    committed = (ROOT / page).read_text(encoding="utf-8")
+    assert committed == PAGES[page](), "regenerate: python -m pytest_keisei_perf.reference"
+
+
+def test_the_api_page_has_every_fixture_method_hook_and_result_field() -> None:
+    from pytest_keisei_perf import hookspecs
+    from pytest_keisei_perf.result import PerfResult
+
+    page = api_page()
+    for title in ("perf.benchmark", "perf.compare", "perf.train_step", "perf.sweep", *hookspecs.__all__):
+        assert f"### `{title}`" in page
+    for f in dataclasses.fields(PerfResult):
+        assert f"| `{f.name}` |" in page
 
 
 def test_every_option_and_marker_keyword_is_on_the_page() -> None:
