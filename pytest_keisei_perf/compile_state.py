@@ -28,6 +28,7 @@ __all__ = [
     "CompileTimes",
     "PerfCompileStateWarning",
     "break_even_calls",
+    "compiled_modes",
     "describe_state",
     "measured_states",
     "merge_cold",
@@ -122,21 +123,22 @@ class CompileTimes:
             pass
 
     def note(self, result: PerfResult) -> None:
-        """Remember this result's compile time under the state its compile ran in."""
-        compiled = result.modes.get("compiled")
-        if compiled is None or compiled.fallback or compiled.compile_time_s is None:
-            return
-        if compiled.compile_cache not in ("cold", "warm"):
-            return
-        self._entries.setdefault(result.benchmark_id, {})[compiled.compile_cache] = {
-            "seconds": compiled.compile_time_s,
-            "condition": _condition(result),
-            "when": utc_now(),
-        }
-        self._changed = True
+        """Remember the compile time of each compiled mode under the state its compile ran in."""
+        for mode in compiled_modes(result):
+            compiled = result.modes[mode]
+            if compiled.fallback or compiled.compile_time_s is None:
+                continue
+            if compiled.compile_cache not in ("cold", "warm"):
+                continue
+            self._entries.setdefault(_times_key(result, mode), {})[compiled.compile_cache] = {
+                "seconds": compiled.compile_time_s,
+                "condition": _condition(result),
+                "when": utc_now(),
+            }
+            self._changed = True
 
-    def lookup(self, result: PerfResult, state: str) -> float | None:
-        entry = self._entries.get(result.benchmark_id, {}).get(state)
+    def lookup(self, result: PerfResult, state: str, mode: str = "compiled") -> float | None:
+        entry = self._entries.get(_times_key(result, mode), {}).get(state)
         if entry is None or entry.get("condition") != _condition(result):
             return None
         seconds = entry.get("seconds")
@@ -151,30 +153,51 @@ class CompileTimes:
         write_json_atomic(self.path, {"version": TIMES_VERSION, "benchmarks": self._entries})
 
 
+def compiled_modes(result: PerfResult) -> list[str]:
+    """Every compiled mode of a result: ``compiled``, named settings (``compiled[name]``) and
+    sweep shapes; the cold row of ``--perf-compile-state both`` is its own business."""
+    return [m for m in result.modes if m.startswith("compiled") and m != COLD_MODE]
+
+
+def _times_key(result: PerfResult, mode: str) -> str:
+    """Where a mode's compile times are kept: the benchmark id for ``compiled`` (as before named
+    modes existed), ``id [mode]`` for the others."""
+    return result.benchmark_id if mode == "compiled" else f"{result.benchmark_id} [{mode}]"
+
+
+def _eager_of(result: PerfResult, mode: str) -> ModeResult | None:
+    """The eager mode a compiled one is measured against: ``eager[shape]`` for a sweep's
+    ``compiled[shape]``, else ``eager``."""
+    suffix = mode.removeprefix("compiled")
+    return result.modes.get(f"eager{suffix}") or result.modes.get("eager")
+
+
 def with_economics(result: PerfResult, times: CompileTimes | None) -> PerfResult:
-    """``result`` with cold and warm compile times and break-even call counts on its compiled mode."""
-    compiled, eager = result.modes.get("compiled"), result.modes.get("eager")
-    if compiled is None or compiled.fallback or compiled.compile_time_s is None:
-        return result
-    own = compiled.compile_cache
-    seconds: dict[str, float | None] = {}
-    for state in ("cold", "warm"):
-        seconds[state] = (
-            compiled.compile_time_s if own == state else (times.lookup(result, state) if times else None)
+    """``result`` with cold and warm compile times and break-even call counts on every compiled
+    mode (named compile settings and sweep shapes included)."""
+    modes = dict(result.modes)
+    for mode in compiled_modes(result):
+        compiled, eager = result.modes[mode], _eager_of(result, mode)
+        if compiled.fallback or compiled.compile_time_s is None:
+            continue
+        own = compiled.compile_cache
+        seconds: dict[str, float | None] = {}
+        for state in ("cold", "warm"):
+            looked_up = times.lookup(result, state, mode) if times else None
+            seconds[state] = compiled.compile_time_s if own == state else looked_up
+        break_even: dict[str, float | str] = {}
+        if eager is not None:
+            for state, compile_s in seconds.items():
+                calls = break_even_calls(compile_s, eager.median_s, compiled.median_s)
+                if calls is not None:
+                    break_even[state] = calls
+        modes[mode] = dataclasses.replace(
+            compiled,
+            cold_compile_time_s=seconds["cold"],
+            warm_compile_time_s=seconds["warm"],
+            break_even_calls=break_even or None,
         )
-    break_even: dict[str, float | str] = {}
-    if eager is not None:
-        for state, compile_s in seconds.items():
-            calls = break_even_calls(compile_s, eager.median_s, compiled.median_s)
-            if calls is not None:
-                break_even[state] = calls
-    updated = dataclasses.replace(
-        compiled,
-        cold_compile_time_s=seconds["cold"],
-        warm_compile_time_s=seconds["warm"],
-        break_even_calls=break_even or None,
-    )
-    return dataclasses.replace(result, modes={**result.modes, "compiled": updated})
+    return dataclasses.replace(result, modes=modes)
 
 
 def merge_cold(warm: PerfResult, cold: PerfResult) -> PerfResult:

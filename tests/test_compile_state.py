@@ -84,6 +84,37 @@ def test_economics_take_the_other_state_from_the_kept_times(tmp_path: Path) -> N
     assert slower.modes["compiled"].break_even_calls == {"warm": "never"}
 
 
+def test_economics_cover_named_settings_and_sweep_shapes(tmp_path: Path) -> None:
+    """Every compiled mode gets its compile times and break-even, against its own eager mode
+    (``eager[b4]`` for a sweep's ``compiled[b4]``), and keeps its times under its own key."""
+    modes = {
+        "eager": _mode("eager", 3e-3),
+        "compiled[default]": _mode("compiled[default]", 2e-3, "cold", 10.0),
+        "compiled[max-autotune]": _mode("compiled[max-autotune]", 1e-3, "cold", 30.0),
+        "eager[b4]": _mode("eager[b4]", 5e-3),
+        "compiled[b4]": _mode("compiled[b4]", 4e-3, "cold", 2.0),
+    }
+    cold = dataclasses.replace(_result(2e-3, "cold", 1.0, (1.4, 1.6)), modes=modes)
+    times = CompileTimes(tmp_path / "times.json")
+    times.note(cold)
+    warm_modes = {
+        m: dataclasses.replace(
+            r, compile_cache="warm" if r.compile_time_s else None, compile_time_s=r.compile_time_s and 1.0
+        )
+        for m, r in modes.items()
+    }
+    warm = with_economics(dataclasses.replace(cold, modes=warm_modes), times)
+    assert warm.modes["compiled[default]"].cold_compile_time_s == 10.0
+    assert warm.modes["compiled[max-autotune]"].cold_compile_time_s == 30.0
+    assert dict(warm.modes["compiled[default]"].break_even_calls or {}) == pytest.approx(
+        {"cold": 10_000, "warm": 1_000}
+    )
+    assert dict(warm.modes["compiled[b4]"].break_even_calls or {}) == pytest.approx(
+        {"cold": 2_000, "warm": 1_000}
+    )
+    assert warm.modes["eager"].break_even_calls is None
+
+
 def test_a_corrupt_times_file_is_only_a_missing_hint(tmp_path: Path) -> None:
     path = tmp_path / "times.json"
     path.write_text("{not json")
