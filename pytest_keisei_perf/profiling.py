@@ -165,15 +165,14 @@ def _breakdown(mode: str, prof: Any, module: nn.Module | None, *, clock: str, tr
         path, cls = match["path"], match["cls"]
         by_path[path] += spent(event)
         instances[cls].add(path)
-        ancestors = _module_ancestors(event)
-        if cls not in {c for _, c, _ in ancestors}:
+        ancestors, call = _enclosing(event)
+        if cls not in ancestors:
             by_class[cls] += spent(event)
-            call = _call_of(event)
             if call is not None and id(call) in in_call:
                 in_call[id(call)][cls] += spent(event)
         own_by_class[cls] += spent(event)
         if ancestors:
-            own_by_class[ancestors[0][1]] -= spent(event)  # the enclosing module's own time
+            own_by_class[ancestors[0]] -= spent(event)  # the enclosing module's own time
         else:
             top_level += spent(event)
     ops = _top_ops(prof, cuda, total, per_call)
@@ -196,14 +195,6 @@ def _breakdown(mode: str, prof: Any, module: nn.Module | None, *, clock: str, tr
     )
 
 
-def _call_of(event: Any) -> Any | None:
-    """The profiled call (``keisei-perf.call`` range) an event ran in."""
-    parent = event.cpu_parent
-    while parent is not None and parent.name != _CALL:
-        parent = parent.cpu_parent
-    return parent
-
-
 def _spread(
     cls: str, calls: list[Any], in_call: dict[int, dict[str, float]], spent: Callable[[Any], float]
 ) -> tuple[float | None, float | None]:
@@ -212,16 +203,19 @@ def _spread(
     return (min(shares), max(shares)) if shares else (None, None)
 
 
-def _module_ancestors(event: Any) -> list[tuple[str, str, Any]]:
-    """The module ranges around ``event``, nearest first."""
-    found = []
+def _enclosing(event: Any) -> tuple[list[str], Any | None]:
+    """The classes of the module ranges around ``event`` (nearest first) and the profiled call
+    (``keisei-perf.call`` range) it ran in, in one walk up its parents."""
+    classes, call = [], None
     parent = event.cpu_parent
     while parent is not None:
         match = _MODULE_NAME.match(parent.name)
         if match is not None:
-            found.append((match["path"], match["cls"], parent))
+            classes.append(match["cls"])
+        elif parent.name == _CALL:
+            call = parent
         parent = parent.cpu_parent
-    return found
+    return classes, call
 
 
 def _top_ops(prof: Any, cuda: bool, total: float, per_call: int) -> tuple[Share, ...]:

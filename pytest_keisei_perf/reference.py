@@ -68,11 +68,11 @@ def options_page() -> str:
         "|---|---|---|---|",
     ]
     for opt in _OPTIONS:
-        if opt.help == "==SUPPRESS==" or opt.dest == "worker":
+        if opt.dest == "worker":  # hidden from --help too
             continue
         flag = opt.flag if opt.is_flag else f"{opt.flag} {opt.metavar or 'VALUE'}"
         ini = f"`{opt.ini_name}` ({opt.ini_type})" if opt.ini else "-"
-        default = getattr(defaults, opt.dest, None) if opt.dest in _fields() else None
+        default = getattr(defaults, opt.dest, None)
         shown = "-" if default in (None, False, (), "") else f"`{_text(default)}`"
         lines.append(f"| `{flag}` | {ini} | {shown} | {_cell(opt.help)} |")
     lines += [
@@ -156,10 +156,6 @@ def _docstring(obj: object) -> str:
 
 #: Each generated page and its generator.
 PAGES: Final = {"docs/reference/options.md": options_page, "docs/reference/api.md": api_page}
-
-
-def _fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(PerfSettings)}
 
 
 def _text(value: object) -> str:

@@ -134,7 +134,6 @@ def run_benchmark(
             calls, device=device, config=config, stopwatch=stopwatch, say=say, progress=progress is not None
         )
         recompiles = modes.recompiles_since(compile_outcome) if compile_outcome else None
-        switches = modes.training_mode_switches(label) if recompiles else []
         breakdowns = profile_if_asked(
             config, calls, {"eager": owning_module(fn)}, device=device, label=label
         )  # after the recompile count: profiling the same shapes compiles nothing
@@ -150,7 +149,6 @@ def run_benchmark(
         compile_kwargs=dict(config.compile_kwargs),
         items=config.items or batch_items(args, kwargs),
     )
-    result = dataclasses.replace(result, failures=(*result.failures, *switches))
     return with_profile(result, config, breakdowns)
 
 
@@ -203,7 +201,11 @@ def eager_compiled_result(
         speedup=speedup,
         speedup_ci=speedup_ci,
         accuracy=accuracy_result,
-        failures=_failures(benchmark_id(nodeid, name), config, accuracy_result, speedup, speedup_ci),
+        failures=(
+            *_failures(benchmark_id(nodeid, name), config, accuracy_result, speedup, speedup_ci),
+            # dynamo's guard failures stay until the next benchmark's compile resets them
+            *(modes.training_mode_switches(benchmark_id(nodeid, name)) if recompiles else ()),
+        ),
         items=items,
     )
 

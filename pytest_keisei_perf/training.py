@@ -226,7 +226,6 @@ def run_train_step(
                 progress=progress is not None, reset=snapshot.restore,
             )  # fmt: skip
             recompiles = modes.recompiles_since(outcome) if outcome else None
-            switches = modes.training_mode_switches(label) if recompiles else []
             # module ranges cover the forward; backward runs in autograd's engine, seen by op
             breakdowns = profile_if_asked(
                 config, calls, {"eager": train.model}, device=device, label=label, reset=snapshot.restore
@@ -245,7 +244,6 @@ def run_train_step(
         compile_kwargs={**config.compile_kwargs, **train.identity},
         items=config.items or train.items,
     )
-    result = dataclasses.replace(result, failures=(*result.failures, *switches))
     return with_profile(result, config, breakdowns)
 
 
