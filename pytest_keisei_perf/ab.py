@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .gate import decision_verdict, settle
+from .history import HistoryEntry
 from .paired import PairedLook, look
 from .record import RunRecord, median_of_runs
 from .report import format_duration
@@ -227,6 +228,8 @@ class ABRole:
         self.checkout: RefCheckout | None = None
         #: Per test: the pairs per benchmark, the benchmarks new at REF, the last B-side results.
         self._runs: dict[str, tuple[dict[str, PairedRuns], set[str], dict[str, PerfResult]]] = {}
+        #: ``--perf-history``: one ``kind="ab"`` entry per compared benchmark, appended at the end.
+        self._history: list[HistoryEntry] = []
 
     @property
     def ref(self) -> str:
@@ -245,6 +248,36 @@ class ABRole:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.checkout is not None:
             self.checkout.close()
+        path = self._session.settings.history_path
+        if path is not None and self._history:
+            from .history import append_entries
+
+            try:
+                added = append_entries(path, self._history)
+                self._session.say(f"keisei-perf: {added} A/B summaries appended to {path}")
+            except OSError as exc:
+                self._session.say(f"keisei-perf: could not append to {path}: {exc}")
+
+    def _remember(self, bench: str, runs: PairedRuns, modes: Sequence[str], plan: PairPlan) -> None:
+        """This benchmark's ``kind="ab"`` history entry: each mode's paired change against REF."""
+        from .baseline import git_commit
+        from .history import ab_entry
+
+        changes = {}
+        for mode in modes:
+            decision = decide_pairs(runs, mode, plan)[0].decision
+            if decision.change is not None and decision.log_se is not None:
+                changes[mode] = (decision.change, decision.log_se)
+        session = self._session
+        entry = ab_entry(
+            bench, runs.b, changes,
+            machine=session.store.key if session.store is not None else "unknown",
+            torch_version=session.machine.get("torch"),
+            git_commit=git_commit(session.config.rootpath),
+            ref_commit=self.checkout.commit if self.checkout is not None else None,
+        )  # fmt: skip
+        if entry is not None:
+            self._history.append(entry)
 
     def measure(
         self, item: pytest.Item, call: BenchmarkCall, config: BenchmarkConfig, test_id: str
@@ -281,6 +314,8 @@ class ABRole:
             bench, pairs[bench], list(result.modes), self._plan(config), ref=self.ref,
             bh=lambda p: ledger.decide(p, config.alpha),
         )  # fmt: skip
+        if self._session.settings.history_path is not None:
+            self._remember(bench, pairs[bench], list(result.modes), self._plan(config))
         return concluded(result, verdicts, failures, self._session.settings)
 
     def _plan(self, config: BenchmarkConfig) -> PairPlan:

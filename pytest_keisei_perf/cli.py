@@ -333,6 +333,16 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 # -- history ---------------------------------------------------------------------------------------
+def _commit_url(text: str) -> str:
+    if "{commit}" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} has no {{commit}} placeholder")
+    try:
+        text.format(commit="0" * 40)
+    except (IndexError, KeyError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a template with only {{commit}}: {exc}") from None
+    return text
+
+
 def _cmd_history(args: argparse.Namespace) -> int:
     from .files import write_problem
     from .history import read_history
@@ -360,7 +370,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
     if not entries:
         raise CliError(f"no valid history entry in {', '.join(map(str, paths))}")
     try:
-        page, changes = write_page(args.out, entries, threshold=args.threshold, problems=problems)
+        page, changes = write_page(
+            args.out, entries, threshold=args.threshold, problems=problems, commit_url=args.commit_url
+        )
     except PlotUnavailableError as exc:
         raise CliError(str(exc).replace("--perf-plot", "keisei-perf history")) from None
     for change in changes[:20]:
@@ -451,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hist.add_argument("--out", type=Path, default=Path("perf-history"), help="folder for the page")
     hist.add_argument("--threshold", type=_fraction, default=0.05, help="drift that counts")
+    hist.add_argument(
+        "--commit-url",
+        type=_commit_url,
+        default=None,
+        metavar="TEMPLATE",
+        help="link each entry to its commit, e.g. https://github.com/OWNER/REPO/commit/{commit}",
+    )
     hist.set_defaults(run=_cmd_history)
     exporting = sub.add_parser(
         "export",

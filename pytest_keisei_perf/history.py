@@ -6,6 +6,9 @@ Two files share one line format (``"format": "keisei-perf-history", "version": 1
   the runs it stores (and, the first time, of the runs it replaces); at most
   :data:`MAX_ENTRIES` per benchmark are kept.
 * ``--perf-history PATH``: every gated run appends its summary, for a CI cache, artifact or branch.
+  An A/B run (``--perf-compare-ref``) appends ``kind="ab"`` entries instead: each mode's change
+  against REF with the standard error of its log, which needs no host identity, so a history
+  of pushes on mixed runners chains into a trend (:func:`pytest_keisei_perf.trend.chain`).
 
 A line that is not valid JSON or not a valid entry is named in a warning and skipped. It is
 never rewritten: appends leave it alone, and trimming keeps it verbatim.
@@ -13,6 +16,7 @@ never rewritten: appends leave it alone, and trimming keeps it verbatim.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,6 +34,7 @@ __all__ = [
     "VERSION",
     "HistoryEntry",
     "ModeSummary",
+    "ab_entry",
     "append_entries",
     "history_file",
     "read_history",
@@ -42,7 +47,7 @@ FORMAT: Final = "keisei-perf-history"
 VERSION: Final = 1
 #: Entries kept per benchmark in a baseline history file.
 MAX_ENTRIES: Final = 200
-KINDS: Final = ("baseline", "run")
+KINDS: Final = ("baseline", "run", "ab")
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,16 @@ class ModeSummary:
     compile_state: str | None = None
     #: Median over the runs of each run's p95 of single calls (None where calls were too short).
     p95_s: float | None = None
+    #: ``kind="ab"`` only: the paired change against REF (fraction) and the standard error of
+    #: ``log1p(change)``.
+    change: float | None = None
+    change_se: float | None = None
 
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """A summary of one baseline (``kind="baseline"``) or one gated run (``kind="run"``)."""
+    """A summary of one baseline (``kind="baseline"``), one gated run (``kind="run"``) or one A/B
+    run against REF (``kind="ab"``; ``extra["ref_commit"]`` names REF)."""
 
     kind: str
     benchmark_id: str
@@ -115,14 +125,19 @@ class HistoryEntry:
                     raise ValueError(f"modes[{name!r}].{key} must be a finite number, got {value!r}")
             if raw["median_s"] <= 0:
                 raise ValueError(f"modes[{name!r}].median_s must be positive, got {raw['median_s']!r}")
-            modes[str(name)] = ModeSummary(
+            summary = ModeSummary(
                 median_s=float(raw["median_s"]),
                 statistic=float(raw["statistic"]),
                 statistic_sd=_number_or_none(raw.get("statistic_sd")),
                 compile_time_s=_number_or_none(raw.get("compile_time_s")),
                 compile_state=raw.get("compile_state") if isinstance(raw.get("compile_state"), str) else None,
                 p95_s=_number_or_none(raw.get("p95_s")),
+                change=_number_or_none(raw.get("change")),
+                change_se=_number_or_none(raw.get("change_se")),
             )
+            if data["kind"] == "ab" and (summary.change is None or summary.change_se is None):
+                raise ValueError(f"modes[{name!r}] of an 'ab' entry needs finite 'change' and 'change_se'")
+            modes[str(name)] = summary
         return cls(
             kind=data["kind"],
             benchmark_id=data["benchmark_id"],
@@ -190,6 +205,33 @@ def summarize(
         speedup=statistics.median(speedups) if speedups else None,
         compile_state=last.compile_state,
     )
+
+
+def ab_entry(
+    benchmark_id: str,
+    runs: Sequence[RunRecord],
+    changes: Mapping[str, tuple[float, float]],
+    *,
+    machine: str,
+    torch_version: str | None,
+    git_commit: str | None,
+    ref_commit: str | None,
+) -> HistoryEntry | None:
+    """One ``kind="ab"`` entry: the working tree's ``runs`` summarised, each mode with its
+    (change, standard error of the log change) against REF from ``changes``."""
+    entry = summarize(
+        benchmark_id, runs, kind="ab", machine=machine, torch_version=torch_version, git_commit=git_commit
+    )
+    if entry is None:
+        return None
+    modes = {
+        name: dataclasses.replace(summary, change=changes[name][0], change_se=changes[name][1])
+        for name, summary in entry.modes.items()
+        if name in changes
+    }
+    if not modes:
+        return None
+    return dataclasses.replace(entry, modes=modes, extra={"ref_commit": ref_commit} if ref_commit else {})
 
 
 def read_history(path: Path) -> tuple[list[HistoryEntry], list[str]]:

@@ -10,6 +10,7 @@ it as a PNG for CI artifacts.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import math
@@ -26,7 +27,15 @@ from .plots import require_matplotlib
 __all__ = ["Change", "SeriesReport", "analyse", "write_page"]
 
 _MODE_COLOURS: Final = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00")
-_KIND_TITLES: Final = {"baseline": "baseline updates", "run": "gated runs (--perf-history)"}
+_KIND_TITLES: Final = {
+    "baseline": "baseline updates",
+    "run": "gated runs (--perf-history)",
+    "ab": "A/B against the parent, chained",
+}
+#: A/B entries need no host identity: one chain per benchmark whatever runner measured each link.
+ANY_RUNNER: Final = "any runner"
+#: Entries listed, newest first, under each series' picture.
+_LISTED: Final = 30
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,8 @@ class SeriesReport:
     kind: str
     entries: list[HistoryEntry]
     steps: dict[str, list[trend.Step]]
+    #: ``kind="ab"`` only: each mode's chained level per entry that has the mode.
+    chains: dict[str, list[trend.ChainPoint]] = dataclasses.field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -70,29 +81,58 @@ def analyse(entries: Sequence[HistoryEntry], *, threshold: float) -> tuple[list[
     """Group entries into series, find their steps and drifts; changes sorted largest first."""
     groups: dict[tuple[str, str, str], list[HistoryEntry]] = {}
     for entry in entries:
-        groups.setdefault((entry.benchmark_id, entry.machine, entry.kind), []).append(entry)
+        machine = ANY_RUNNER if entry.kind == "ab" else entry.machine
+        groups.setdefault((entry.benchmark_id, machine, entry.kind), []).append(entry)
     reports: list[SeriesReport] = []
     changes: list[Change] = []
     for (bench, machine, kind), group in sorted(groups.items()):
         group.sort(key=lambda e: e.timestamp)
-        steps: dict[str, list[trend.Step]] = {}
-        for mode in dict.fromkeys(m for e in group for m in e.modes):
-            having = [e for e in group if mode in e.modes]
-            values = [e.modes[mode].statistic for e in having]
-            steps[mode] = trend.detect_steps(values)
-            for step in steps[mode]:
-                at = _label(having[step.index])
-                changes.append(Change(bench, machine, kind, mode, "step", at, step.change, step.p_value))
-            found = trend.drift(values, threshold=threshold)
-            if found is not None and found.flagged:
-                changes.append(
-                    Change(
-                        bench, machine, kind, mode, "drift", _label(having[0]), found.change, found.p_value
-                    )
-                )
-        reports.append(SeriesReport(bench, machine, kind, group, steps))
+        report = _chained(bench, group) if kind == "ab" else _stepped(bench, machine, kind, group)
+        reports.append(report)
+        changes += _changes(report, threshold)
     changes.sort(key=lambda c: -abs(c.change))
     return reports, changes
+
+
+def _stepped(bench: str, machine: str, kind: str, group: list[HistoryEntry]) -> SeriesReport:
+    steps = {
+        mode: trend.detect_steps([e.modes[mode].statistic for e in group if mode in e.modes])
+        for mode in dict.fromkeys(m for e in group for m in e.modes)
+    }
+    return SeriesReport(bench, machine, kind, group, steps)
+
+
+def _chained(bench: str, group: list[HistoryEntry]) -> SeriesReport:
+    chains = {}
+    for mode in dict.fromkeys(m for e in group for m in e.modes):
+        links = [e.modes[mode] for e in group if mode in e.modes]
+        chains[mode] = trend.chain(
+            [math.log1p(m.change or 0.0) for m in links], [m.change_se or 0.0 for m in links]
+        )
+    return SeriesReport(bench, ANY_RUNNER, "ab", group, {m: [] for m in chains}, chains)
+
+
+def _changes(report: SeriesReport, threshold: float) -> list[Change]:
+    """The series' steps and its drift (a chain: its whole length, when the interval excludes
+    no change and the level is beyond ``threshold``)."""
+    bench, machine, kind = report.benchmark_id, report.machine, report.kind
+    found = []
+    for mode, steps in report.steps.items():
+        having = [e for e in report.entries if mode in e.modes]
+        for step in steps:
+            at = _label(having[step.index])
+            found.append(Change(bench, machine, kind, mode, "step", at, step.change, step.p_value))
+        chain = report.chains.get(mode)
+        drift = (
+            chain[-1].drift(threshold)
+            if chain
+            else trend.drift([e.modes[mode].statistic for e in having], threshold=threshold)
+        )
+        if drift is not None and drift.flagged:
+            found.append(
+                Change(bench, machine, kind, mode, "drift", _label(having[0]), drift.change, drift.p_value)
+            )
+    return found
 
 
 def _figure(report: SeriesReport) -> Any:
@@ -105,6 +145,12 @@ def _figure(report: SeriesReport) -> Any:
     for colour, (mode, steps) in zip(_MODE_COLOURS * 4, report.steps.items(), strict=False):
         having = [e for e in report.entries if mode in e.modes]
         xs = [index[id(e)] for e in having]
+        chain = report.chains.get(mode)
+        if chain:
+            time_axes.plot(xs, [1 + p.level for p in chain], "o-", color=colour, label=mode, markersize=4)
+            lows, highs = [1 + p.low for p in chain], [1 + p.high for p in chain]
+            time_axes.fill_between(xs, lows, highs, color=colour, alpha=0.15, linewidth=0)
+            continue
         first = having[0].modes[mode].statistic
         ys = [math.exp(e.modes[mode].statistic - first) for e in having]
         time_axes.plot(xs, ys, "o-", color=colour, label=mode, markersize=4)
@@ -115,7 +161,11 @@ def _figure(report: SeriesReport) -> Any:
                 f"{step.change:+.1%}", (x, max(ys)), color=colour, fontsize=8, ha="center", va="bottom"
             )
     time_axes.axhline(1.0, color="#9e9e9e", linewidth=0.8)
-    time_axes.set_ylabel("time vs first entry\n(reference-normalised)")
+    time_axes.set_ylabel(
+        "time vs before the first link\n(chained A/B, 95% band)"
+        if report.chains
+        else "time vs first entry\n(reference-normalised)"
+    )
     time_axes.legend(loc="upper left", fontsize=8)
     time_axes.set_title(report.title, fontsize=10)
     speed = [(i, e.speedup) for i, e in enumerate(report.entries) if e.speedup]
@@ -137,10 +187,56 @@ img { max-width: 100%; border: 1px solid #e0e0e0; }
 """
 
 
+def _commit_cell(entry: HistoryEntry, commit_url: str | None) -> str:
+    label = html.escape(_label(entry))
+    if entry.git_commit and commit_url:
+        return f'<a href="{html.escape(commit_url.format(commit=entry.git_commit))}">{label}</a>'
+    return label
+
+
+def _entry_value(report: SeriesReport, mode: str, position: int, entry: HistoryEntry) -> str:
+    """One cell of the entries table: a link's change and the chain's level, or the time."""
+    summary = entry.modes[mode]
+    chain = report.chains.get(mode)
+    if chain and summary.change is not None:
+        point = chain[position]
+        return f"{summary.change:+.1%} (chained {point.level:+.1%}, {point.low:+.1%} to {point.high:+.1%})"
+    return f"{summary.median_s * 1e3:.4g} ms"
+
+
+def _entries_table(report: SeriesReport, commit_url: str | None) -> str:
+    """The series' newest entries, each linked to its commit, with each mode's value."""
+    modes = list(report.steps)
+    positions = {
+        mode: {id(e): i for i, e in enumerate(e for e in report.entries if mode in e.modes)} for mode in modes
+    }
+    rows = []
+    for entry in report.entries[::-1][:_LISTED]:
+        cells = [
+            _entry_value(report, m, positions[m][id(entry)], entry) if m in entry.modes else "-"
+            for m in modes
+        ]
+        rows.append(
+            f"<tr><td>{_commit_cell(entry, commit_url)}</td><td>{html.escape(entry.timestamp)}</td>"
+            + "".join(f'<td class="num">{html.escape(c)}</td>' for c in cells)
+            + "</tr>"
+        )
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in modes)
+    return f"<table><tr><th>commit</th><th>time</th>{head}</tr>\n" + "\n".join(rows) + "</table>"
+
+
 def write_page(
-    out_dir: Path, entries: Sequence[HistoryEntry], *, threshold: float, problems: Sequence[str] = ()
+    out_dir: Path,
+    entries: Sequence[HistoryEntry],
+    *,
+    threshold: float,
+    problems: Sequence[str] = (),
+    commit_url: str | None = None,
 ) -> tuple[Path, list[Change]]:
-    """Write ``index.html`` and one PNG per series into ``out_dir``; the page and the changes."""
+    """Write ``index.html`` and one PNG per series into ``out_dir``; the page and the changes.
+
+    ``commit_url`` (``https://github.com/OWNER/REPO/commit/{commit}``) links each entry to its
+    commit."""
     require_matplotlib()
     reports, changes = analyse(entries, threshold=threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +251,8 @@ def write_page(
             f'<h2 id="{html.escape(report.stem)}">{html.escape(report.title)}</h2>\n'
             f"<p>{len(report.entries)} entries, {_label(report.entries[0])} to "
             f"{_label(report.entries[-1])}.</p>\n"
-            f'<img alt="{html.escape(report.title)}" src="data:image/png;base64,{data}">'
+            f'<img alt="{html.escape(report.title)}" src="data:image/png;base64,{data}">\n'
+            + _entries_table(report, commit_url)
         )
     rows = "\n".join(
         f"<tr><td>{html.escape(c.benchmark_id)}</td><td>{html.escape(c.machine)}</td>"
@@ -178,7 +275,8 @@ def write_page(
 <h1>keisei-perf history</h1>
 <p>{len(entries)} entries in {len(reports)} series. Steps: binary segmentation with a permutation
 test, {trend.STEP_ALPHA:.0%} false steps per flat series. Drift: first to last entry, flagged above
-{threshold:.0%} and significant at {trend.DRIFT_ALPHA:.0%}.</p>
+{threshold:.0%} and significant at {trend.DRIFT_ALPHA:.0%}. A/B series chain each commit's change
+against its parent; the band is the 95% interval, which widens along the chain.</p>
 {f"<h2>Lines skipped</h2><ul>{warnings}</ul>" if warnings else ""}
 <h2>Largest changes</h2>
 {table}

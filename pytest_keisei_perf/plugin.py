@@ -67,14 +67,6 @@ def pytest_configure(config: pytest.Config) -> None:
             require_matplotlib()
         except PlotUnavailableError as exc:
             raise pytest.UsageError(f"keisei-perf: {exc}") from None
-    if settings.compare_ref and settings.history_path is not None and not settings.worker:
-        config.issue_config_time_warning(
-            pytest.PytestConfigWarning(
-                f"keisei-perf: --perf-history {settings.history_path} is not recorded in an A/B run "
-                "(--perf-compare-ref): its verdicts compare two commits, not this one with its history"
-            ),
-            stacklevel=2,
-        )
     session = PerfSession(config, settings)
     session.role = make_role(session)
     config.stash[session_key] = session

@@ -14,10 +14,12 @@ from .result import NOT_COMPARED, CacheState, ModeResult, PerfResult, Verdict
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
+    "MARKDOWN_MARKER",
     "economics_lines",
     "format_calls",
     "format_duration",
     "inconclusive_lines",
+    "markdown_headline",
     "markdown_summary",
     "not_compared_lines",
     "summary_lines",
@@ -253,17 +255,60 @@ def summary_lines(results: Sequence[PerfResult]) -> list[str]:
     return lines
 
 
-def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str:
-    """A GitHub-flavoured Markdown table for job summaries and pull-request comments."""
-    counts = dict.fromkeys(_ORDER, 0)
-    rows = table_rows(results)
+#: The first line of every Markdown report: a workflow finds its own comment by it, to edit it.
+MARKDOWN_MARKER: Final = "<!-- keisei-perf report -->"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else ("es" if word.endswith("s") else "s"))
+
+
+def markdown_headline(rows: Sequence[_Row]) -> str:
+    """One line for a pull request: regressions, improvements, not compared, and the largest
+    slowdown measured, with its interval."""
+    counts = {status: sum(r.status == status for r in rows) for status in _ORDER}
+    parts = [
+        _plural(counts["regression"], "regression"),
+        _plural(counts["improvement"], "improvement"),
+        f"{counts['no-baseline']} not compared",
+    ]
+    if counts["inconclusive"]:
+        parts.append(f"{counts['inconclusive']} inconclusive")
+    parts.append(f"{counts['pass']} pass")
+    headline = ", ".join(parts)
+    if counts["regression"]:
+        headline = "**" + headline.replace(", ", "**, ", 1)
+    slowest: tuple[float, _Row, Verdict] | None = None
     for row in rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
-    headline = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+        verdict = row.verdict
+        if (
+            verdict is not None
+            and verdict.change is not None
+            and (slowest is None or verdict.change > slowest[0])
+        ):
+            slowest = (verdict.change, row, verdict)
+    if slowest is not None:
+        change, row, verdict = slowest
+        interval = (
+            f" ({verdict.change_ci[0]:+.1%} to {verdict.change_ci[1]:+.1%})" if verdict.change_ci else ""
+        )
+        where = f"`{_escape(row.benchmark)}` [{row.mode}]"
+        headline += f"; slowest change: {where} {change:+.1%}{interval}, {verdict.status}"
+    return headline
+
+
+def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str:
+    """A GitHub-flavoured Markdown report for job summaries and pull-request comments: a marker
+    line (to find the comment again and edit it), one headline, then the table folded."""
+    rows = table_rows(results)
+    headline = markdown_headline(rows) if rows else "no timed benchmarks"
     lines = [
+        MARKDOWN_MARKER,
         "### keisei-perf results",
         "",
-        f"{headline or 'no timed benchmarks'}" + (f" on `{machine}`" if machine else ""),
+        headline + (f" on `{machine}`" if machine else ""),
+        "",
+        f"<details><summary>{_plural(len(rows), 'row')}: every benchmark and mode</summary>",
         "",
         "| benchmark | mode | median | p95 | items/s | change vs baseline (95% CI) | verdict | detectable "
         "| speedup | compile | break-even calls |",
@@ -293,6 +338,7 @@ def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str
             row.break_even,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "</details>"]
     return "\n".join(lines) + "\n" + breakdown_markdown(results)
 
 

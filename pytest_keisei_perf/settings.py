@@ -447,7 +447,8 @@ _OPTIONS: Final = (
         "--perf-history",
         _text,
         "append every gated run's summary to PATH as one JSON line (keep it in a CI cache, "
-        "artifact or branch); its drift is checked like the baselines'",
+        "artifact or branch); its drift is checked like the baselines'. An A/B run appends "
+        "each benchmark's change against REF instead",
         metavar="PATH",
         is_path=True,
     ),

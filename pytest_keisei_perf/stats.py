@@ -120,6 +120,8 @@ class GateDecision:
     baseline_runs: int
     current_runs: int
     reason: str = ""
+    #: Standard error of the log change (``log1p(change)``), for chaining independent changes.
+    log_se: float | None = None
 
 
 def detectable_effect(
@@ -197,6 +199,7 @@ def _t_decision(
         baseline_runs=runs[0],
         current_runs=runs[1],
         reason=reason,
+        log_se=se,
     )
 
 

@@ -8,6 +8,8 @@ gated run), oldest first.
   permutations of the segment, so the rate of false steps is ``alpha`` per flat series whatever
   its length (measured in ``tests/test_trend.py``). Found steps split the series and each side is
   searched again; each step is then sized between its neighbouring steps.
+* **Chains**: A/B entries each carry a change against their parent commit; :func:`chain` adds
+  them up with their variances (the trend on hosted runners of mixed hardware).
 * **Drift**: the change from the first to the last entry of a window. The noise of one entry is
   estimated from the series itself (the MAD of successive differences, which a steady creep does
   not inflate); a drift counts when it exceeds the threshold and is significant one-sided at
@@ -24,7 +26,7 @@ from typing import Final
 import numpy as np
 import scipy.stats as sps
 
-__all__ = ["DRIFT_ALPHA", "STEP_ALPHA", "Drift", "Step", "detect_steps", "drift"]
+__all__ = ["DRIFT_ALPHA", "STEP_ALPHA", "ChainPoint", "Drift", "Step", "chain", "detect_steps", "drift"]
 
 #: False-step rate per flat series.
 STEP_ALPHA: Final = 0.01
@@ -120,8 +122,7 @@ def noise_sd(values: Sequence[float]) -> float | None:
     if len(values) < 3:
         return None
     diffs = np.diff(np.asarray(values, dtype=float))
-    mad = float(np.median(np.abs(diffs - np.median(diffs))))
-    return 1.4826 * mad / math.sqrt(2)
+    return float(sps.median_abs_deviation(diffs, scale="normal")) / math.sqrt(2)
 
 
 def drift(
@@ -144,3 +145,43 @@ def drift(
     p = float(sps.norm.sf(z))
     change = math.exp(delta) - 1
     return Drift(change=change, p_value=p, flagged=change > threshold and p < alpha)
+
+
+@dataclass(frozen=True)
+class ChainPoint:
+    """The level after one link of a chain of relative changes, as a fraction of the level
+    before the first link (+0.1 = 10% slower), with its interval."""
+
+    level: float
+    low: float
+    high: float
+    #: Standard deviation of ``log1p(level)``.
+    log_sd: float
+
+    def drift(self, threshold: float, alpha: float = DRIFT_ALPHA) -> Drift:
+        """The chain up to here as a drift, either way: two-sided significance, so a flat chain
+        is flagged at most ``alpha`` of the time."""
+        if self.log_sd <= 0:
+            return Drift(change=self.level, p_value=1.0, flagged=False)
+        p = float(2 * sps.norm.sf(abs(math.log1p(self.level)) / self.log_sd))
+        return Drift(change=self.level, p_value=p, flagged=abs(self.level) > threshold and p < alpha)
+
+
+def chain(
+    log_changes: Sequence[float], log_ses: Sequence[float], *, confidence: float = 0.95
+) -> list[ChainPoint]:
+    """Chain independent relative changes, each measured against its predecessor (an A/B of
+    each commit against its parent): the log changes add up, and so do their variances, so the
+    interval widens along the chain as honestly as the links allow. No host identity is
+    needed: each link was paired on one host."""
+    if len(log_changes) != len(log_ses):
+        raise ValueError("need one standard error per change")
+    if not all(math.isfinite(x) for x in (*log_changes, *log_ses)) or any(s < 0 for s in log_ses):
+        raise ValueError("changes and standard errors must be finite, errors non-negative")
+    z = float(sps.norm.ppf(0.5 + confidence / 2))
+    levels = np.cumsum(np.asarray(log_changes, dtype=float))
+    sds = np.sqrt(np.cumsum(np.square(np.asarray(log_ses, dtype=float))))
+    return [
+        ChainPoint(level=math.expm1(m), low=math.expm1(m - z * s), high=math.expm1(m + z * s), log_sd=s)
+        for m, s in zip(levels.tolist(), sds.tolist(), strict=True)
+    ]

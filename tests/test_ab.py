@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pytest_keisei_perf import ab, paired, simulate, stats
+from pytest_keisei_perf.history import read_history
 
 FAST = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-modes=eager", "-p", "no:cacheprovider")
 
@@ -68,11 +69,27 @@ def test_identical_code_passes_and_nothing_is_stored(repo: pytest.Pytester) -> N
 
 def test_a_slower_working_tree_fails_against_its_base(repo: pytest.Pytester) -> None:
     (repo.path / "mypkg" / "work.py").write_text(WORK.format(factor=30))  # 30x the work, uncommitted
-    result = repo.runpytest_subprocess(*FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=4")
+    history = repo.path / "perf-history.jsonl"
+    result = repo.runpytest_subprocess(
+        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=4", f"--perf-history={history}"
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         ["*performance regression: tests/test_w.py::test_work [[]eager[]]: A/B against HEAD: *change +*"]
     )
+    result.stdout.fnmatch_lines(["*keisei-perf: 1 A/B summaries appended to *perf-history.jsonl*"])
+    # the history keeps the change against REF, which needs no host identity to chain
+    (entry,), problems = read_history(history)
+    assert problems == []
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo.path, capture_output=True, text=True)
+    assert (entry.kind, entry.benchmark_id, entry.extra["ref_commit"]) == (
+        "ab", "tests/test_w.py::test_work", head.stdout.strip()
+    )  # fmt: skip
+    eager = entry.modes["eager"]
+    assert eager.change is not None
+    assert eager.change > 5
+    assert eager.change_se is not None
+    assert eager.change_se > 0
 
 
 def test_a_test_that_does_not_exist_at_ref_is_a_new_benchmark(repo: pytest.Pytester) -> None:

@@ -92,21 +92,6 @@ def test_a_report_that_cannot_be_written_keeps_the_table_and_fails(
     assert f"keisei-perf: could not write the JSON report {report}: [Errno 13] Permission denied" in out
 
 
-def test_history_in_an_ab_run_says_it_is_not_recorded(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(BUSY)
-    result = pytester.runpytest(
-        *FAST,
-        "--perf-compare-ref=HEAD",
-        f"--perf-history={pytester.path / 'h.jsonl'}",
-        "--co",
-        "-W",
-        "default",
-    )
-    result.stdout.fnmatch_lines(
-        ["*PytestConfigWarning: keisei-perf: --perf-history * is not recorded in an A/B run*"]
-    )
-
-
 def test_an_update_waits_for_the_measurement_lock_and_says_so(pytester: pytest.Pytester) -> None:
     """Updates started together ran their workers side by side and stored medians 5-9x too slow:
     an update measures only while it holds the machine-wide lock, and says when it waits."""

@@ -54,11 +54,23 @@ def test_markdown_puts_regressions_first_with_intervals() -> None:
         machine="box-1",
     )
     lines = text.splitlines()
-    assert lines[0] == "### keisei-perf results"
-    assert "1 regression, 1 no-baseline, 1 pass on `box-1`" in text
+    assert lines[:2] == ["<!-- keisei-perf report -->", "### keisei-perf results"]
+    assert lines[3] == (
+        "**1 regression**, 0 improvements, 1 not compared, 1 pass; slowest change: `slow` [eager] "
+        "+30.0% (+28.0% to +32.0%), regression on `box-1`"
+    )
+    # the table is folded under the headline, for a pull-request comment
+    assert lines[5].startswith("<details><summary>3 rows")
+    assert lines.index("</details>") > max(i for i, line in enumerate(lines) if line.startswith("| `"))
     rows = [line for line in lines if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == ["slow", "new", "fine"]
     assert "| +30.0% (+28.0% to +32.0%) | **regression** |" in rows[0]
+
+
+def test_markdown_headline_without_regressions_names_the_largest_change() -> None:
+    text = markdown_summary([_result("a", "pass", -0.02), _result("b", "pass", 0.01)])
+    assert "0 regressions, 0 improvements, 0 not compared, 2 pass; slowest change: `b` [eager] +1.0%" in text
+    assert "**" not in text.splitlines()[3]
 
 
 def test_markdown_file_step_summary_and_junit_properties(

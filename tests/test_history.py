@@ -308,3 +308,49 @@ def test_a_both_state_update_keeps_one_state_in_its_history(tmp_path: Path) -> N
     assert entry.runs == 3
     assert entry.compile_state == "warm"
     assert entry.modes["compiled"].statistic == pytest.approx(0.0, abs=1e-9)
+
+
+# -- A/B entries: changes against the parent, chained on the page ------------------------------------
+def _ab_entry(when: int, change: float, *, machine: str) -> HistoryEntry:
+    mode = ModeSummary(median_s=1e-3, statistic=0.0, change=change, change_se=0.005)
+    return dataclasses.replace(
+        _entry(when=when, kind="ab"), machine=machine, modes={"eager": mode}, extra={"ref_commit": "p" * 40}
+    )
+
+
+def test_an_ab_entry_needs_its_change_and_survives_its_json() -> None:
+    entry = _ab_entry(0, 0.02, machine="box-1")
+    assert HistoryEntry.from_json(json.loads(json.dumps(entry.to_json()))) == entry
+    line = entry.to_json()
+    del line["modes"]["eager"]["change_se"]
+    with pytest.raises(ValueError, match="'ab' entry needs finite 'change' and 'change_se'"):
+        HistoryEntry.from_json(line)
+
+
+def test_history_page_chains_ab_changes_across_runners_and_links_commits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pushes measured on three kinds of hosted runner, each +2% against its parent: one chain
+    (no host identity needed), a drift found, and each entry linked to its commit."""
+    need("matplotlib")
+    history = tmp_path / "perf-history.jsonl"
+    machines = ("amd-epyc-7763", "amd-epyc-9v74", "intel-xeon-8370c")
+    append_entries(history, [_ab_entry(i, 0.02, machine=machines[i % 3]) for i in range(12)])
+    out = tmp_path / "page"
+    url = "https://github.com/o/r/commit/{commit}"
+    code = cli.main(
+        ["history", "--dir", str(tmp_path / "none"), "--history", str(history), "--out", str(out),
+         "--commit-url", url]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert re.search(r"drift\s+\+26\.8%.*t\.py::test_a \[eager\] ab on any runner", captured.out)
+    page = (out / "index.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 1  # one series, not one per runner kind
+    assert "A/B against the parent, chained" in page
+    assert '<a href="https://github.com/o/r/commit/c1100000' in page
+    assert "+2.0% (chained +26.8%," in page
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["history", "--history", str(history), "--commit-url", "https://x/{sha}"])
+    assert exited.value.code == 2
+    assert "no {commit} placeholder" in capsys.readouterr().err

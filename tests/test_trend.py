@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pytest_keisei_perf.trend import STEP_ALPHA, detect_steps, drift, noise_sd
+from pytest_keisei_perf.trend import STEP_ALPHA, chain, detect_steps, drift, noise_sd
 
 NOISE = 0.03  # 3% noise per entry, the between-process spread of a normalised run here
 
@@ -82,3 +82,32 @@ def test_drift_needs_three_entries_and_a_noise_estimate_ignores_a_steady_creep()
     assert result is not None
     assert result.flagged  # the noise floor keeps a perfect line from being infinitely significant
     assert not drift([0.0, 0.01, -0.01, 0.0, 0.02], threshold=0.05).flagged  # type: ignore[union-attr]
+
+
+# -- chains of A/B changes (hosted runners of mixed hardware) ----------------------------------------
+def test_a_chain_adds_log_changes_and_their_variances() -> None:
+    first, second = chain([math.log(1.1), math.log(1.1)], [0.01, 0.02])
+    assert first.level == pytest.approx(0.1)
+    assert second.level == pytest.approx(0.21)
+    assert second.log_sd == pytest.approx(math.hypot(0.01, 0.02))
+    assert first.low < 0.1 < first.high
+    assert second.high - second.low > first.high - first.low  # the interval widens along the chain
+    with pytest.raises(ValueError, match="one standard error per change"):
+        chain([0.1], [])
+
+
+def test_a_chain_of_unchanged_commits_keeps_its_coverage_and_a_creep_is_found() -> None:
+    """Thirty commits each paired against its parent, 1% standard error per link: with no change
+    the 95% interval of the whole chain covers zero 95% of the time and a drift is rarely
+    flagged; a creep of +1% per commit (+35% in all, none of it a step a gate would fail) is."""
+    rng = np.random.default_rng(20261202)
+    links, se, trials = 30, 0.01, 2000
+    flat = [chain(rng.normal(0.0, se, links).tolist(), [se] * links)[-1] for _ in range(trials)]
+    coverage = sum(p.low <= 0 <= p.high for p in flat) / trials
+    false_drifts = sum(p.drift(0.05).flagged for p in flat) / trials
+    assert 0.93 <= coverage <= 0.97
+    assert false_drifts <= 0.015  # DRIFT_ALPHA (1%) plus three binomial sds over 2000 trials
+    creep = math.log(1.01)
+    crept = [chain(rng.normal(creep, se, links).tolist(), [se] * links)[-1] for _ in range(trials)]
+    found = sum(p.drift(0.05).flagged for p in crept) / trials
+    assert found >= 0.95
