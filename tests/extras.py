@@ -39,3 +39,18 @@ def need_program(*names: str) -> str:
     if os.environ.get(BROWSER_ENV) == "required":
         pytest.fail(f"{message} but {BROWSER_ENV}=required (apt-get install chromium)")
     pytest.skip(message)
+
+
+def need_tool(name: str) -> str:
+    """A command-line tool of the ``[test]`` extra (actionlint, shellcheck): found on PATH or
+    beside this interpreter; skipped when missing, unless extras are required here."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found:
+        return found
+    if os.environ.get(REQUIRED_ENV) == "required":
+        pytest.fail(f"{name} is missing but {REQUIRED_ENV}=required: install '.[test]'")
+    pytest.skip(f"{name} is not installed (pip install '.[test]')")
