@@ -21,6 +21,7 @@ from torch import Tensor
 from .result import AccuracyResult
 
 __all__ = [
+    "COSINE_MIN",
     "DEFAULT_TOLERANCES",
     "OutputMismatch",
     "compare_outputs",
@@ -39,6 +40,10 @@ DEFAULT_TOLERANCES: Final[Mapping[torch.dtype, tuple[float, float]]] = {
 }
 #: PyTorch's harness allows compiled RMSE vs fp64 up to this multiple of eager's (3 for halves).
 _RMSE_MULTIPLIER: Final = {torch.float16: 3.0, torch.bfloat16: 3.0}
+#: Under mixed precision (AMP), PyTorch's harness accepts a leaf whose cosine similarity to
+#: eager is at least this (``same(..., cos_similarity=True)``): elementwise tolerances fail on
+#: values computed in bf16/fp16 in another order, while a wrong result points elsewhere.
+COSINE_MIN: Final = 0.99
 
 
 class OutputMismatch(AssertionError):
@@ -109,6 +114,14 @@ def snapshot(value: Any) -> Any:
     return map_tensors(lambda t: t.detach().clone(), value)
 
 
+def cosine_similarity(a: Tensor, b: Tensor) -> float:
+    """Cosine similarity of two tensors as flat float64 vectors (1.0 for two zero vectors)."""
+    x, y = a.detach().flatten().double(), b.detach().flatten().double()
+    if not bool(x.any()) and not bool(y.any()):
+        return 1.0
+    return float(torch.nn.functional.cosine_similarity(x, y, dim=0, eps=1e-12))
+
+
 def _rmse(a: Tensor, b: Tensor) -> float:
     return float(torch.sqrt(torch.mean(torch.square(a.double() - b.double()))))
 
@@ -148,8 +161,13 @@ def _check_leaf(
     rtol: float | None,
     atol: float | None,
     worst: _Worst,
+    cosine: bool = False,
 ) -> tuple[str | None, float, float, bool]:
-    """Problem text (None when the leaf matches), the tolerance used, and whether fp64 was used."""
+    """Problem text (None when the leaf matches), the tolerance used, and whether fp64 was used.
+
+    With ``cosine`` (mixed precision), a leaf of more than one element that fails ``allclose``
+    passes at a cosine similarity of at least :data:`COSINE_MIN` to eager; a one-element leaf
+    (a loss) keeps the elementwise rule, where a cosine says only its sign."""
     if not isinstance(expected, Tensor):
         if isinstance(expected, float) and isinstance(actual, float):
             ok = math.isclose(actual, expected, rel_tol=rtol or 1e-6, abs_tol=atol or 1e-6)
@@ -198,6 +216,18 @@ def _check_leaf(
     worst.rel_err = max(worst.rel_err, rel_err)
     if torch.allclose(a, e, rtol=leaf_rtol, atol=leaf_atol, equal_nan=True):
         return None, leaf_rtol, leaf_atol, False
+    if cosine and e[finite].numel() > 1:
+        score = cosine_similarity(a[finite], e[finite])
+        if score >= COSINE_MIN:
+            return None, leaf_rtol, leaf_atol, False
+        return (
+            f"{path}: max abs error {abs_err:.3g}, max rel error {rel_err:.3g} exceed rtol={leaf_rtol:g}, "
+            f"atol={leaf_atol:g}, and its cosine similarity to eager is {score:.4f} < {COSINE_MIN} "
+            "(the mixed-precision rule)",
+            leaf_rtol,
+            leaf_atol,
+            False,
+        )
     reference = references.leaf(path)
     if isinstance(reference, Tensor) and reference.shape == e.shape:
         ref = reference.detach().cpu()
@@ -230,6 +260,7 @@ def compare_outputs(
     reference: Callable[[], Any] | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    cosine: bool = False,
 ) -> AccuracyResult:
     """Compare compiled ``actual`` with eager ``expected``.
 
@@ -239,6 +270,8 @@ def compare_outputs(
         reference: computes the float64 output of the same call, for the RMSE rule; called only
             when some leaf fails ``allclose``, and skipped if it raises or returns None.
         rtol, atol: override the per-dtype defaults of :data:`DEFAULT_TOLERANCES`.
+        cosine: mixed precision: a leaf outside the tolerances passes at a cosine similarity
+            to eager of at least :data:`COSINE_MIN` (PyTorch's harness rule for AMP).
     """
     if eager_again is not None:
         twice = compare_outputs(eager_again, expected, rtol=0.0, atol=0.0)
@@ -262,7 +295,9 @@ def compare_outputs(
     leaf_rtol, leaf_atol = rtol or 0.0, atol or 0.0
     try:
         for (path, a), (_, e) in zip(flatten_outputs(actual), flatten_outputs(expected), strict=True):
-            problem, leaf_rtol, leaf_atol, ref_used = _check_leaf(path, a, e, references, rtol, atol, worst)
+            problem, leaf_rtol, leaf_atol, ref_used = _check_leaf(
+                path, a, e, references, rtol, atol, worst, cosine
+            )
             used_ref = used_ref or ref_used
             if problem:
                 problems.append(problem)

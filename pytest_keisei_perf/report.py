@@ -310,7 +310,7 @@ def markdown_summary(results: Sequence[PerfResult], *, machine: str = "") -> str
         "",
         f"<details><summary>{_plural(len(rows), 'row')}: every benchmark and mode</summary>",
         "",
-        "| benchmark | mode | median | p95 | items/s | change vs baseline (95% CI) | verdict | detectable "
+        "| benchmark | mode | median | p95 | items/s | change (95% CI) | verdict | detectable "
         "| speedup | compile | break-even calls |",
         "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
     ]

@@ -219,7 +219,9 @@ def run_train_step(
             checked: AccuracyResult | None = None
             if checking and outcome is not None and not outcome.fallback:
                 actual = train.outcome(outcome.first_output)  # the compiling call was one step
-                compared = accuracy.compare_outputs(actual, expected, eager_again=again, rtol=rtol, atol=atol)
+                compared = accuracy.compare_outputs(
+                    actual, expected, eager_again=again, rtol=rtol, atol=atol, cosine=train.amp is not None
+                )
                 checked = unchecked_reason(compared, train.state)
             timing = time_calls(
                 calls, device=device, config=config, stopwatch=stopwatch, say=say,

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import NamedTuple
 
 import torch
 
-from pytest_keisei_perf.accuracy import compare_outputs, flatten_outputs, snapshot, to_float64
+from pytest_keisei_perf.accuracy import (
+    compare_outputs,
+    cosine_similarity,
+    flatten_outputs,
+    snapshot,
+    to_float64,
+)
 
 
 class Pair(NamedTuple):
@@ -140,3 +147,24 @@ def test_float64_reference_covers_bound_methods_of_modules() -> None:
         _, _, value32 = model.get_action_and_value(obs, mask, True)
     torch.testing.assert_close(value, value32.double(), rtol=1e-4, atol=1e-5)
     assert _float64_reference(lambda x: x, (obs,), {}) is None
+
+
+def test_mixed_precision_passes_on_cosine_similarity_and_names_it_when_it_fails() -> None:
+    """The AMP rule of PyTorch's harness: bf16-order noise fails elementwise tolerances but keeps
+    the direction (cosine >= 0.99); a wrong gradient (half its entries flipped) does not. A
+    one-element leaf keeps the elementwise rule, where a cosine would say only its sign."""
+    g = torch.Generator().manual_seed(3)
+    eager = torch.randn(4096, generator=g)
+    noisy = eager * (1 + 0.05 * torch.randn(4096, generator=g))  # up to ~20% off elementwise
+    assert not compare_outputs({"grad": noisy}, {"grad": eager}, rtol=1.6e-2, atol=1e-2).passed
+    ok = compare_outputs({"grad": noisy}, {"grad": eager}, rtol=1.6e-2, atol=1e-2, cosine=True)
+    assert ok.passed, ok.message
+    flipped = eager.clone()
+    flipped[::2] *= -1
+    bad = compare_outputs({"grad": flipped}, {"grad": eager}, rtol=1.6e-2, atol=1e-2, cosine=True)
+    assert not bad.passed
+    assert "output['grad']: " in bad.message
+    assert re.search(r"cosine similarity to eager is -?0\.0\d+ < 0.99", bad.message)
+    loss = compare_outputs(torch.tensor([2.0]), torch.tensor([1.0]), rtol=1.6e-2, atol=1e-2, cosine=True)
+    assert not loss.passed  # same direction, twice the value
+    assert cosine_similarity(torch.zeros(3), torch.zeros(3)) == 1.0
