@@ -26,7 +26,7 @@ from .paired import PairedLook, look
 from .record import RunRecord, median_of_runs
 from .report import format_duration
 from .result import PerfResult, Verdict
-from .workers import WorkerError
+from .workers import WorkerError, entry_problem
 from .worktree import FORBID_ROOT_ENV, ABError, RefCheckout, check_imports
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ __all__ = [
     "FORBID_ROOT_ENV",
     "ABError",
     "ABRole",
+    "Gathered",
     "PairPlan",
     "PairedRuns",
     "RefCheckout",
@@ -97,53 +98,90 @@ def is_clear(runs: PairedRuns, modes: Sequence[str], plan: PairPlan) -> bool:
     return all(decide_pairs(runs, mode, plan)[0].clear for mode in modes)
 
 
+@dataclass
+class Gathered:
+    """What the pairs of one A/B session gave: the pairs per benchmark, the benchmarks new at
+    REF, the working tree's last result per benchmark, and why a benchmark has no pairs."""
+
+    pairs: dict[str, PairedRuns] = field(default_factory=dict)
+    new: set[str] = field(default_factory=set)
+    last_b: dict[str, PerfResult] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
 def gather_pairs(
-    nodeid: str,
-    plan: PairPlan,
+    label: str,
+    plan_for: Callable[[str], PairPlan],
     *,
     run_a: Callable[[], list[PerfResult] | None],
     run_b: Callable[[], list[PerfResult]],
     say: Callable[[str], None],
-) -> tuple[dict[str, PairedRuns], set[str]]:
-    """Interleaved pairs (A B, B A, ...) of every benchmark the test produces: ``plan.pairs``,
-    then one more at a time up to ``plan.max_pairs`` while some mode's answer is unclear.
+    gone_at_ref: Callable[[PerfResult], str | None] = lambda _: None,
+) -> Gathered:
+    """Interleaved pairs (A B, B A, ...) of every benchmark the selection produces: the plan's
+    pairs, then one more at a time up to its max while some benchmark's answer is unclear
+    (``plan_for(bench)``: each benchmark's threshold; the pair counts are the session's).
 
-    ``run_a`` returns None when the test does not exist at REF. One unmeasured run per side goes
-    first, so both sides then time a warm compile cache alike. Returns the pairs per benchmark
-    and the benchmarks that are new (absent at REF).
+    ``run_a`` returns None when REF has none of the tests. One unmeasured run per side goes
+    first, so both sides then time a warm compile cache alike. A benchmark absent at REF is new,
+    unless ``gone_at_ref(result)`` says its test failed there; a benchmark that fails on either
+    side gets a problem and no pairs, and the others go on.
     """
-    say(f"keisei-perf: A/B {nodeid}: warming both sides (one unmeasured run each)")
+    say(f"keisei-perf: A/B {label}: warming both sides (one unmeasured run each)")
     warm_a = run_a()
-    warm_b = {e.benchmark_id: e for e in run_b()}
-    if warm_a is None:
-        return {}, set(warm_b)
-    present_at_ref = {e.benchmark_id for e in warm_a}
-    new = set(warm_b) - present_at_ref
-    results = {bench: PairedRuns() for bench in warm_b if bench not in new}
+    gathered = Gathered()
+    warm_b = _usable(run_b(), gathered, "")
+    gathered.last_b.update(warm_b)
+    at_ref = _usable(warm_a or [], gathered, "at REF: ")
+    for bench, result in warm_b.items():
+        if bench in gathered.problems or bench in at_ref:
+            continue
+        problem = gone_at_ref(result)
+        if problem:
+            gathered.problems[bench] = problem
+        else:
+            gathered.new.add(bench)
+    results = {b: PairedRuns() for b in warm_b if b not in gathered.new and b not in gathered.problems}
+    if not results:
+        return gathered
+    gathered.pairs = results
     modes = {bench: list(warm_b[bench].modes) for bench in results}
+    plan = plan_for(next(iter(results)))
     for i in range(plan.max_pairs):
         order = ("a", "b") if i % 2 == 0 else ("b", "a")
         planned = plan.pairs if i < plan.pairs else plan.max_pairs
-        say(f"keisei-perf: A/B {nodeid}: pair {i + 1}/{planned} ({' then '.join(o.upper() for o in order)})")
-        _add_pair(results, i, order, run_a, run_b)
+        say(f"keisei-perf: A/B {label}: pair {i + 1}/{planned} ({' then '.join(o.upper() for o in order)})")
+        _add_pair(gathered, i, order, run_a, run_b)
         taken = i + 1
         if taken < plan.pairs:
             continue
-        all_clear = all(is_clear(results[b], modes[b], plan) for b in results)
+        all_clear = all(is_clear(runs, modes[b], plan_for(b)) for b, runs in gathered.pairs.items())
         if plan.done(taken, all_clear):
             if all_clear and taken > plan.pairs:
-                say(f"keisei-perf: A/B {nodeid}: clear after {taken} pairs")
+                say(f"keisei-perf: A/B {label}: clear after {taken} pairs")
             break
         if taken == plan.pairs:
             say(
-                f"keisei-perf: A/B {nodeid}: unclear after {taken} pairs; adding pairs, "
+                f"keisei-perf: A/B {label}: unclear after {taken} pairs; adding pairs, "
                 f"up to {plan.max_pairs} (--perf-ab-max-pairs)"
             )
-    return results, new
+    return gathered
+
+
+def _usable(results: Sequence[PerfResult], gathered: Gathered, where: str) -> dict[str, PerfResult]:
+    """The results that stand for a measurement, by benchmark; the others become problems."""
+    usable = {}
+    for result in results:
+        problem = entry_problem(result)
+        if problem:
+            gathered.problems.setdefault(result.benchmark_id, where + problem)
+        else:
+            usable[result.benchmark_id] = result
+    return usable
 
 
 def _add_pair(
-    results: dict[str, PairedRuns],
+    gathered: Gathered,
     index: int,
     order: tuple[str, str],
     run_a: Callable[[], list[PerfResult] | None],
@@ -151,14 +189,23 @@ def _add_pair(
 ) -> None:
     got: dict[str, dict[str, RunRecord]] = {}
     for side in order:
-        entries = run_a() if side == "a" else run_b()
-        got[side] = {e.benchmark_id: RunRecord.from_result(e) for e in entries or ()}
-    for bench, paired in results.items():
-        for side, runs in (("a", paired.a), ("b", paired.b)):
-            if bench not in got[side]:
-                where = "REF" if side == "a" else "the working tree"
-                raise WorkerError(f"{where}'s process gave no result for {bench} in pair {index + 1}")
-            runs.append(got[side][bench])
+        entries = _usable(
+            (run_a() if side == "a" else run_b()) or [], gathered, "at REF: " if side == "a" else ""
+        )
+        if side == "b":
+            gathered.last_b.update(entries)
+        got[side] = {bench: RunRecord.from_result(e) for bench, e in entries.items()}
+    for bench, paired in list(gathered.pairs.items()):
+        missing = [side for side in ("a", "b") if bench not in got[side]]
+        if missing:
+            where = "REF" if missing[0] == "a" else "the working tree"
+            gathered.problems.setdefault(
+                bench, f"{where}'s process gave no result for it in pair {index + 1}"
+            )
+            del gathered.pairs[bench]
+            continue
+        paired.a.append(got["a"][bench])
+        paired.b.append(got["b"][bench])
 
 
 def verdicts_for(
@@ -217,8 +264,9 @@ def _describe_look(paired: PairedLook, runs: PairedRuns, mode: str, ref: str, ra
 
 
 class ABRole:
-    """``--perf-compare-ref``: each perf test's benchmarks decided from interleaved REF /
-    working-tree pairs of fresh processes; no baseline is read or written."""
+    """``--perf-compare-ref``: every selected perf test's benchmarks decided from interleaved REF
+    / working-tree pairs of fresh processes, each process running the whole selection; no
+    baseline is read or written."""
 
     def __init__(self, session: PerfSession) -> None:
         from .fresh import FreshProcesses
@@ -226,8 +274,12 @@ class ABRole:
         self._session = session
         self.fresh = FreshProcesses(session)
         self.checkout: RefCheckout | None = None
-        #: Per test: the pairs per benchmark, the benchmarks new at REF, the last B-side results.
-        self._runs: dict[str, tuple[dict[str, PairedRuns], set[str], dict[str, PerfResult]]] = {}
+        #: The whole selection's pairs, gathered at the first perf test.
+        self._gathered: Gathered | None = None
+        #: Why no pair could be gathered at all (then every benchmark fails with it).
+        self._failure: str | None = None
+        #: Per working-tree node id: why REF could not run that test.
+        self._ref_problems: dict[str, str] = {}
         #: ``--perf-history``: one ``kind="ab"`` entry per compared benchmark, appended at the end.
         self._history: list[HistoryEntry] = []
 
@@ -282,27 +334,29 @@ class ABRole:
     def measure(
         self, item: pytest.Item, call: BenchmarkCall, config: BenchmarkConfig, test_id: str
     ) -> PerfResult:
-        """This benchmark's verdicts from the pairs its test gave (measured once per test)."""
+        """This benchmark's verdicts from the pairs the whole selection gave (measured once, at
+        the first perf test: one process per side per pair runs every selected perf test)."""
         from .gate import concluded
         from .result import benchmark_id
 
         self.activate()
-        if item.nodeid not in self._runs:
-            problem = None
+        if self._gathered is None:
             try:
                 with self._session.measurement_lock():
-                    self._runs[item.nodeid] = self._gather(item, config)
+                    self._gathered = self._gather(item.session)
             except (WorkerError, ABError) as exc:
-                problem = str(exc)
-            if problem is not None:
-                pytest.fail(f"{test_id}: A/B against {self.ref} failed: {problem}", pytrace=False)
-        pairs, new, last_b = self._runs[item.nodeid]
+                self._failure = str(exc)
+                self._gathered = Gathered()
         bench = benchmark_id(test_id, call.name)
-        measured = last_b.get(bench)
+        gathered = self._gathered
+        problem = self._failure or gathered.problems.get(bench) or self._ref_problems.get(item.nodeid)
+        if problem is not None:
+            pytest.fail(f"{bench}: A/B against {self.ref} failed: {problem}", pytrace=False)
+        measured = gathered.last_b.get(bench)
         if measured is None:
             pytest.fail(f"{bench}: the working tree's fresh processes gave no result for it", pytrace=False)
         result = dataclasses.replace(measured, verdicts={}, failures=(), test_id=test_id)
-        if bench in new:
+        if bench in gathered.new:
             message = f"{bench}: new benchmark: it does not exist at {self.ref}; nothing to compare"
             verdicts = {
                 m: Verdict(mode=m, status="no-baseline", message=message, not_compared="new")
@@ -311,53 +365,62 @@ class ABRole:
             return dataclasses.replace(result, verdicts=verdicts)
         ledger = self._session.ledger
         verdicts, failures = verdicts_for(
-            bench, pairs[bench], list(result.modes), self._plan(config), ref=self.ref,
+            bench, gathered.pairs[bench], list(result.modes), self._plan(config), ref=self.ref,
             bh=lambda p: ledger.decide(p, config.alpha),
         )  # fmt: skip
         if self._session.settings.history_path is not None:
-            self._remember(bench, pairs[bench], list(result.modes), self._plan(config))
+            self._remember(bench, gathered.pairs[bench], list(result.modes), self._plan(config))
         return concluded(result, verdicts, failures, self._session.settings)
 
     def _plan(self, config: BenchmarkConfig) -> PairPlan:
         settings = self._session.settings
         return PairPlan(settings.ab_pairs, settings.ab_max_pairs, config.threshold, config.alpha)
 
-    def _gather(
-        self, item: pytest.Item, config: BenchmarkConfig
-    ) -> tuple[dict[str, PairedRuns], set[str], dict[str, PerfResult]]:
+    def _gather(self, session: pytest.Session) -> Gathered:
+        """Pairs of fresh processes over every selected perf test, in the session's order on
+        both sides (so order effects cancel inside a pair)."""
         from .compile_state import process_state
-        from .ref_side import RefSideArgs, run_ref_worker
+        from .ref_side import RefSelection, RefSideArgs
+        from .session import CONFIG_KEY
 
-        checkout, session = self.checkout, self._session
+        checkout, perf = self.checkout, self._session
         assert checkout is not None
-        path_part, sep, rest = item.nodeid.partition("::")
-        last_b: dict[str, PerfResult] = {}
-
-        def run_b() -> list[PerfResult]:
-            results = self.fresh.run(item.nodeid, None)
-            last_b.update({r.benchmark_id: r for r in results})
-            return results
-
+        items = [i for i in session.items if CONFIG_KEY in i.stash]
+        configs = {i.nodeid: i.stash[CONFIG_KEY] for i in items}
+        nodeids = list(configs)
         ref_args = RefSideArgs(self.fresh.user_args, checkout)
         for ini in ref_args.dropped:
-            session.say(
+            perf.say(
                 f"keisei-perf: A/B: {ini} does not exist at {self.ref}; REF runs under its own configuration"
             )
+        at_ref = RefSelection(
+            checkout, nodeids, rootpath=perf.config.rootpath, settings=perf.settings, ref_args=ref_args,
+            invocation_dir=perf.config.invocation_params.dir,
+        )  # fmt: skip
+        self._ref_problems = at_ref.problems
+        # REF gets the same warm guarantee as the working tree's processes
+        state = process_state(perf.settings.compile_state)
 
-        def run_ref() -> list[PerfResult] | None:
-            return run_ref_worker(
-                checkout,
-                session.config.rootpath / path_part,
-                sep + rest,
-                settings=session.settings,
-                ref_args=ref_args,
-                invocation_dir=session.config.invocation_params.dir,
-            )
+        test_of: dict[str, str] = {}  # benchmark -> its test's node id, from the working tree
 
         def run_a() -> list[PerfResult] | None:
-            # REF gets the same warm guarantee as the working tree's processes
-            state = process_state(session.settings.compile_state)
-            return self.fresh.warm_retry(run_ref, f"{item.nodeid} at {self.ref}", state)
+            return self.fresh.warm_retry(at_ref.run, f"the selection at {self.ref}", state)
 
-        pairs, new = gather_pairs(item.nodeid, self._plan(config), run_a=run_a, run_b=run_b, say=session.say)
-        return pairs, new, last_b
+        def run_b() -> list[PerfResult]:
+            results = self.fresh.run(nodeids, (), others=True)
+            test_of.update({r.benchmark_id: r.nodeid for r in results})
+            return results
+
+        def plan_for(bench: str) -> PairPlan:
+            return self._plan(configs.get(test_of.get(bench, ""), next(iter(configs.values()))))
+
+        def gone_at_ref(result: PerfResult) -> str | None:
+            """A benchmark missing at REF whose test exists there failed there: it is not new."""
+            if result.nodeid in at_ref.problems:
+                return at_ref.problems[result.nodeid]
+            if result.nodeid in at_ref.present:
+                return f"the test exists at {self.ref}, but gave no result for {result.benchmark_id} there"
+            return None
+
+        label = nodeids[0] if len(nodeids) == 1 else f"{len(nodeids)} tests"
+        return gather_pairs(label, plan_for, run_a=run_a, run_b=run_b, say=perf.say, gone_at_ref=gone_at_ref)

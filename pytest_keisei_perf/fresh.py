@@ -47,18 +47,25 @@ class FreshProcesses:
         )
 
     def run(
-        self, nodeid: str, wanted: Sequence[str] | None, state: str | None = None, others: bool = False
+        self,
+        nodeid: str | Sequence[str],
+        wanted: Sequence[str] | None,
+        state: str | None = None,
+        others: bool = False,
     ) -> list[PerfResult]:
-        """One fresh process over ``nodeid`` in compile-cache ``state`` (the session's by default;
-        ``both`` means warm here), warm for sure (:meth:`warm_retry`)."""
+        """One fresh process over ``nodeid`` (or several, in their order) in compile-cache
+        ``state`` (the session's by default; ``both`` means warm here), warm for sure
+        (:meth:`warm_retry`)."""
         settings = self._session.settings
         state = state or process_state(settings.compile_state)
         config = self._session.config
-        target = str(config.rootpath / nodeid)  # absolute: the worker runs in the invocation dir
+        nodeids = [nodeid] if isinstance(nodeid, str) else list(nodeid)
+        # absolute: the worker runs in the invocation dir
+        targets = [str(config.rootpath / n) for n in nodeids]
 
         def run() -> list[PerfResult]:
             return run_worker(
-                [target],
+                targets,
                 dataclasses.replace(settings, compile_state=state),
                 cwd=config.invocation_params.dir,
                 wanted=wanted,
@@ -66,7 +73,8 @@ class FreshProcesses:
                 user_args=self.user_args,
             )
 
-        results = self.warm_retry(run, nodeid, state) or []
+        label = nodeids[0] if len(nodeids) == 1 else f"the {len(nodeids)} selected tests"
+        results = self.warm_retry(run, label, state) or []
         if state == "cold":
             self.note_compile_times(results)
         return results

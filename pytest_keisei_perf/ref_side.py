@@ -1,5 +1,5 @@
-"""The REF side's processes of ``--perf-compare-ref``: one test run at REF, and the rule that
-tells a test absent at REF ("new benchmark") from one that failed there.
+"""The REF side's processes of ``--perf-compare-ref``: the whole selection run at REF in one
+process, and the rule that tells a test absent at REF ("new benchmark") from one that failed there.
 
 "New" is decided by collecting the test's file at REF, never read from a failed process: a REF
 whose test module does not import, whose test raises or is skipped, or whose plugin is too old
@@ -19,7 +19,7 @@ from .result import PerfResult
 from .workers import WorkerError, run_worker
 from .worktree import ABError, RefCheckout
 
-__all__ = ["RefSideArgs", "collected_at_ref", "run_ref_worker"]
+__all__ = ["RefSelection", "RefSideArgs", "collected_at_ref"]
 
 _COLLECT_TIMEOUT_S = 600.0
 
@@ -61,43 +61,82 @@ def _map_arg(arg: str, checkout: RefCheckout) -> str:
     return arg
 
 
-def run_ref_worker(
-    checkout: RefCheckout,
-    test_path: Path,
-    nodeid_rest: str,
-    *,
-    settings: Any,
-    ref_args: RefSideArgs,
-    invocation_dir: Path,
-) -> list[PerfResult] | None:
-    """One REF-side process over one test: its results, or None when the test does not exist at
-    REF. Raises :class:`ABError` when it exists there but gave no result."""
-    target = checkout.mapped(test_path)
-    if not target.exists():
-        return None
-    inside = invocation_dir.resolve().is_relative_to(checkout.toplevel)
-    cwd = checkout.mapped(invocation_dir) if inside else invocation_dir
-    try:
-        return run_worker(
-            [f"{target}{nodeid_rest}"],
-            settings,
-            cwd=cwd,
-            wanted=None,
-            user_args=ref_args.args,
-            env=checkout.env(),
-        )
-    except WorkerError as exc:
-        failure = str(exc)
-    if not collected_at_ref(checkout, target, nodeid_rest, ref_args=ref_args, cwd=cwd):
-        return None
-    note = _old_plugin_note(failure, checkout, cwd)
-    raise ABError(f"the test exists at {checkout.ref}, but its process there failed: {failure}{note}")
+class RefSelection:
+    """The REF side of one A/B session: which selected tests exist at REF (collected there once,
+    file by file), and one REF process over all of them per run.
+
+    ``problems`` names, per working-tree node id, a test whose file cannot be collected at REF
+    (then nobody can tell whether the test exists there) or whose REF process gave no result.
+    """
+
+    def __init__(
+        self,
+        checkout: RefCheckout,
+        nodeids: Sequence[str],
+        *,
+        rootpath: Path,
+        settings: Any,
+        ref_args: RefSideArgs,
+        invocation_dir: Path,
+    ) -> None:
+        self.checkout = checkout
+        self.settings = settings
+        self.ref_args = ref_args
+        inside = invocation_dir.resolve().is_relative_to(checkout.toplevel)
+        self.cwd = checkout.mapped(invocation_dir) if inside else invocation_dir
+        self.problems: dict[str, str] = {}
+        #: working-tree node id -> REF-side target, for the tests REF has
+        self.present: dict[str, str] = {}
+        names: dict[Path, set[str] | str] = {}
+        for nodeid in nodeids:
+            path_part, sep, rest = nodeid.partition("::")
+            target = checkout.mapped(rootpath / path_part)
+            if not target.exists():
+                continue
+            if target not in names:
+                try:
+                    names[target] = collected_at_ref(checkout, target, ref_args=ref_args, cwd=self.cwd)
+                except ABError as exc:
+                    names[target] = str(exc)
+            found = names[target]
+            if isinstance(found, str):
+                self.problems[nodeid] = found
+            elif rest.removeprefix("::") in found:
+                self.present[nodeid] = f"{target}{sep}{rest}"
+
+    def run(self) -> list[PerfResult] | None:
+        """One REF process over every test REF has (None when it has none). A test that exists
+        at REF but gave no result there goes into ``problems`` with REF's last lines."""
+        if not self.present:
+            return None
+        output: list[str] = []
+        try:
+            results = run_worker(
+                list(self.present.values()), self.settings, cwd=self.cwd, wanted=(), others=True,
+                user_args=self.ref_args.args, env=self.checkout.env(), output=output.append,
+            )  # fmt: skip
+        except WorkerError as exc:
+            note = _old_plugin_note(str(exc), self.checkout, self.cwd)
+            raise ABError(f"the REF side's process failed: {exc}{note}") from None
+        gave = {r.nodeid for r in results}
+        for nodeid in self.present:
+            if not any(_same_test(nodeid, other) for other in gave):
+                tail = "\n".join("".join(output).strip().splitlines()[-15:])
+                self.problems.setdefault(
+                    nodeid,
+                    f"the test exists at {self.checkout.ref}, but its process there failed: it gave no "
+                    f"result for it:\n{tail}",
+                )
+        return results
 
 
-def collected_at_ref(
-    checkout: RefCheckout, target: Path, nodeid_rest: str, *, ref_args: RefSideArgs, cwd: Path
-) -> bool:
-    """Whether collecting ``target`` at REF yields the test ``nodeid_rest`` (``::name[param]``).
+def _same_test(nodeid: str, at_ref: str) -> bool:
+    """Whether REF's node id names this test (REF may see it from another rootdir)."""
+    return nodeid == at_ref or nodeid.endswith("/" + at_ref) or at_ref.endswith("/" + nodeid)
+
+
+def collected_at_ref(checkout: RefCheckout, target: Path, *, ref_args: RefSideArgs, cwd: Path) -> set[str]:
+    """The tests of the file ``target`` as collected at REF (``name[param]`` after ``::``).
 
     Raises :class:`ABError`, with REF's last lines, when the file cannot be collected there: then
     nobody can tell whether the test exists.
@@ -112,18 +151,18 @@ def collected_at_ref(
     except subprocess.TimeoutExpired:
         raise ABError(f"collecting {target.name} at {checkout.ref} timed out") from None
     if proc.returncode == 5:  # no tests collected
-        return False
+        return set()
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         tail = "\n".join(output.strip().splitlines()[-15:])
         code = proc.returncode
         raise ABError(f"{target.name} cannot be collected at {checkout.ref} (exit {code}):\n{tail}")
-    wanted = nodeid_rest.removeprefix("::")
+    found = set()
     for line in proc.stdout.splitlines():
         path, sep, name = line.strip().partition("::")
-        if sep and name == wanted and path.endswith(target.name):
-            return True
-    return False
+        if sep and path.endswith(target.name):
+            found.add(name)
+    return found
 
 
 def _old_plugin_note(failure: str, checkout: RefCheckout, cwd: Path) -> str:

@@ -18,7 +18,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -167,10 +167,12 @@ def run_worker(
     timeout_s: float = WORKER_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
     others: bool = False,
+    output: Callable[[str], None] | None = None,
 ) -> list[PerfResult]:
     """Run one fresh process over ``nodeids``; its results, one for each benchmark id in ``wanted``
     (every result when ``wanted`` is None), followed with ``others`` by the rest of its results,
-    unchecked (whoever reads one of those checks it: :func:`entry_problem`).
+    unchecked (whoever reads one of those checks it: :func:`entry_problem`). ``output`` hears
+    what the process printed.
 
     Raises :class:`WorkerError` when the process times out, writes no report, gives no result at
     all (``wanted`` None), or a wanted benchmark is missing, failed or was not timed there.
@@ -186,24 +188,26 @@ def run_worker(
                 command, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout_s, env=env
             )
         except subprocess.TimeoutExpired as exc:
-            output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{_tail(output)}") from None
-        output = proc.stdout + proc.stderr
+            partial = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{_tail(partial)}") from None
+        said = proc.stdout + proc.stderr
+        if output is not None:
+            output(said)
         if not report.exists():
             raise WorkerError(
-                f"worker process exited with {proc.returncode} and wrote no report:\n{_tail(output)}"
+                f"worker process exited with {proc.returncode} and wrote no report:\n{_tail(said)}"
             )
         data = json.loads(report.read_text(encoding="utf-8"))
     by_id = {entry.benchmark_id: entry for entry in (PerfResult.from_dict(d) for d in data["results"])}
     if not by_id and wanted is None:
-        raise WorkerError(f"worker process (exit {proc.returncode}) gave no result:\n{_tail(output)}")
+        raise WorkerError(f"worker process (exit {proc.returncode}) gave no result:\n{_tail(said)}")
     delivered = []
     checked = list(wanted) if wanted is not None else list(by_id)
     for bench in checked:
         entry = by_id.get(bench)
         if entry is None:
             raise WorkerError(
-                f"worker process (exit {proc.returncode}) yielded no result for {bench}:\n{_tail(output)}"
+                f"worker process (exit {proc.returncode}) yielded no result for {bench}:\n{_tail(said)}"
             )
         problem = entry_problem(entry)
         if problem:

@@ -106,6 +106,27 @@ def test_a_test_that_does_not_exist_at_ref_is_a_new_benchmark(repo: pytest.Pytes
     )
 
 
+def test_one_process_per_side_per_pair_runs_the_whole_selection(repo: pytest.Pytester) -> None:
+    """Two tests at REF and one new: the sides are warmed once and each pair is one process per
+    side over all three, not one per test (the cost of 12 processes per test before)."""
+    (repo.path / "tests" / "test_more.py").write_text(TEST.replace("test_work(", "test_other("))
+    _git(repo.path, "add", "-A")
+    _git(repo.path, "commit", "-q", "-m", "a second test")
+    (repo.path / "tests" / "test_new.py").write_text(TEST.replace("test_work(", "test_fresh("))
+    result = repo.runpytest_subprocess(
+        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2", "--perf-ab-max-pairs=2", "--perf-threshold=10"
+    )  # fmt: skip
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK, out
+    assert out.count("warming both sides") == 1
+    assert out.count("A/B 3 tests: pair 1/2") == 1
+    assert out.count("A/B 3 tests: pair 2/2") == 1
+    assert "pair 3/" not in out
+    for name in ("test_w.py::test_work", "test_more.py::test_other"):
+        assert f"tests/{name} [eager]: A/B against HEAD: median" in out
+    result.stdout.fnmatch_lines(["*test_fresh: new benchmark: it does not exist at HEAD; nothing to compare"])
+
+
 def test_an_unclear_answer_takes_more_pairs_then_is_inconclusive_not_a_pass(repo: pytest.Pytester) -> None:
     """A 0.1% threshold is below anything three pairs of identical code can show: more pairs are
     taken, and the answer is inconclusive (failing under --perf-fail-inconclusive), never pass."""
