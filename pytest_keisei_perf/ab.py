@@ -14,6 +14,7 @@ module from the working tree (an editable install that wins, say) stops with an 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -278,10 +279,15 @@ class ABRole:
         self._gathered: Gathered | None = None
         #: Why no pair could be gathered at all (then every benchmark fails with it).
         self._failure: str | None = None
-        #: Per working-tree node id: why REF could not run that test.
-        self._ref_problems: dict[str, str] = {}
         #: ``--perf-history``: one ``kind="ab"`` entry per compared benchmark, appended at the end.
         self._history: list[HistoryEntry] = []
+
+    @functools.cached_property
+    def _head(self) -> str | None:
+        """The working tree's commit, for its history entries (read once)."""
+        from .baseline import git_commit
+
+        return git_commit(self._session.config.rootpath)
 
     @property
     def ref(self) -> str:
@@ -312,7 +318,6 @@ class ABRole:
 
     def _remember(self, bench: str, runs: PairedRuns, modes: Sequence[str], plan: PairPlan) -> None:
         """This benchmark's ``kind="ab"`` history entry: each mode's paired change against REF."""
-        from .baseline import git_commit
         from .history import ab_entry
 
         changes = {}
@@ -325,7 +330,7 @@ class ABRole:
             bench, runs.b, changes,
             machine=session.store.key if session.store is not None else "unknown",
             torch_version=session.machine.get("torch"),
-            git_commit=git_commit(session.config.rootpath),
+            git_commit=self._head,
             ref_commit=self.checkout.commit if self.checkout is not None else None,
         )  # fmt: skip
         if entry is not None:
@@ -349,7 +354,7 @@ class ABRole:
                 self._gathered = Gathered()
         bench = benchmark_id(test_id, call.name)
         gathered = self._gathered
-        problem = self._failure or gathered.problems.get(bench) or self._ref_problems.get(item.nodeid)
+        problem = self._failure or gathered.problems.get(bench)
         if problem is not None:
             pytest.fail(f"{bench}: A/B against {self.ref} failed: {problem}", pytrace=False)
         measured = gathered.last_b.get(bench)
@@ -397,7 +402,6 @@ class ABRole:
             checkout, nodeids, rootpath=perf.config.rootpath, settings=perf.settings, ref_args=ref_args,
             invocation_dir=perf.config.invocation_params.dir,
         )  # fmt: skip
-        self._ref_problems = at_ref.problems
         # REF gets the same warm guarantee as the working tree's processes
         state = process_state(perf.settings.compile_state)
 

@@ -113,8 +113,8 @@ def _chained(bench: str, group: list[HistoryEntry]) -> SeriesReport:
 
 
 def _changes(report: SeriesReport, threshold: float) -> list[Change]:
-    """The series' steps and its drift (a chain: its whole length, when the interval excludes
-    no change and the level is beyond ``threshold``)."""
+    """The series' steps and its drift (a chain: its whole length, judged by
+    :meth:`trend.ChainPoint.drift`)."""
     bench, machine, kind = report.benchmark_id, report.machine, report.kind
     found = []
     for mode, steps in report.steps.items():

@@ -119,9 +119,9 @@ class RefSelection:
             note = _old_plugin_note(str(exc), self.checkout, self.cwd)
             raise ABError(f"the REF side's process failed: {exc}{note}") from None
         gave = {r.nodeid for r in results}
+        tail = "\n".join("".join(output).strip().splitlines()[-15:])
         for nodeid in self.present:
             if not any(_same_test(nodeid, other) for other in gave):
-                tail = "\n".join("".join(output).strip().splitlines()[-15:])
                 self.problems.setdefault(
                     nodeid,
                     f"the test exists at {self.checkout.ref}, but its process there failed: it gave no "
