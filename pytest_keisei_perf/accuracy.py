@@ -153,6 +153,17 @@ class _Worst:
     leaf: str = ""
 
 
+def _check_scalar(
+    path: str, actual: Any, expected: Any, rtol: float | None, atol: float | None
+) -> str | None:
+    """A non-tensor leaf: floats within the tolerances, anything else equal."""
+    if isinstance(expected, float) and isinstance(actual, float):
+        ok = math.isclose(actual, expected, rel_tol=rtol or 1e-6, abs_tol=atol or 1e-6)
+    else:
+        ok = actual == expected
+    return None if ok else f"{path}: compiled {actual!r} != eager {expected!r}"
+
+
 def _check_leaf(
     path: str,
     actual: Any,
@@ -169,16 +180,7 @@ def _check_leaf(
     passes at a cosine similarity of at least :data:`COSINE_MIN` to eager; a one-element leaf
     (a loss) keeps the elementwise rule, where a cosine says only its sign."""
     if not isinstance(expected, Tensor):
-        if isinstance(expected, float) and isinstance(actual, float):
-            ok = math.isclose(actual, expected, rel_tol=rtol or 1e-6, abs_tol=atol or 1e-6)
-        else:
-            ok = actual == expected
-        return (
-            (None if ok else f"{path}: compiled {actual!r} != eager {expected!r}"),
-            rtol or 0.0,
-            atol or 0.0,
-            False,
-        )
+        return _check_scalar(path, actual, expected, rtol, atol), rtol or 0.0, atol or 0.0, False
     if actual.dtype != expected.dtype:
         raise OutputMismatch(f"{path}: dtype {actual.dtype} in compiled vs {expected.dtype} in eager")
     if actual.shape != expected.shape:
@@ -216,18 +218,19 @@ def _check_leaf(
     worst.rel_err = max(worst.rel_err, rel_err)
     if torch.allclose(a, e, rtol=leaf_rtol, atol=leaf_atol, equal_nan=True):
         return None, leaf_rtol, leaf_atol, False
+    exceeded = (
+        f"{path}: max abs error {abs_err:.3g}, max rel error {rel_err:.3g} exceed "
+        f"rtol={leaf_rtol:g}, atol={leaf_atol:g}"
+    )
     if cosine and e[finite].numel() > 1:
         score = cosine_similarity(a[finite], e[finite])
-        if score >= COSINE_MIN:
-            return None, leaf_rtol, leaf_atol, False
-        return (
-            f"{path}: max abs error {abs_err:.3g}, max rel error {rel_err:.3g} exceed rtol={leaf_rtol:g}, "
-            f"atol={leaf_atol:g}, and its cosine similarity to eager is {score:.4f} < {COSINE_MIN} "
-            "(the mixed-precision rule)",
-            leaf_rtol,
-            leaf_atol,
-            False,
-        )
+        problem = None
+        if score < COSINE_MIN:
+            problem = (
+                f"{exceeded}, and its cosine similarity to eager is {score:.4f} < {COSINE_MIN} "
+                "(the mixed-precision rule)"
+            )
+        return problem, leaf_rtol, leaf_atol, False
     reference = references.leaf(path)
     if isinstance(reference, Tensor) and reference.shape == e.shape:
         ref = reference.detach().cpu()
@@ -235,21 +238,10 @@ def _check_leaf(
         res_rmse, ref_rmse = _rmse(a[finite], ref[finite]), _rmse(e[finite], ref[finite])
         if res_rmse <= multiplier * ref_rmse + leaf_atol / 10:
             return None, leaf_rtol, leaf_atol, True
-        return (
-            f"{path}: max abs error {abs_err:.3g}, max rel error {rel_err:.3g} exceed rtol={leaf_rtol:g}, "
-            f"atol={leaf_atol:g}; RMSE vs float64 {res_rmse:.3g} compiled vs {ref_rmse:.3g} eager",
-            leaf_rtol,
-            leaf_atol,
-            True,
-        )
+        problem = f"{exceeded}; RMSE vs float64 {res_rmse:.3g} compiled vs {ref_rmse:.3g} eager"
+        return problem, leaf_rtol, leaf_atol, True
     no_ref = f" (no float64 reference: {references.error})" if references.error else ""
-    return (
-        f"{path}: max abs error {abs_err:.3g}, max rel error {rel_err:.3g} exceed "
-        f"rtol={leaf_rtol:g}, atol={leaf_atol:g}{no_ref}",
-        leaf_rtol,
-        leaf_atol,
-        False,
-    )
+    return f"{exceeded}{no_ref}", leaf_rtol, leaf_atol, False
 
 
 def compare_outputs(
