@@ -2,6 +2,10 @@
 
 Numbers in, frozen dataclasses out. Degenerate input (too few values, zero spread) gives
 ``None``/NaN intervals or an ``inconclusive`` decision; errors are never swallowed.
+
+scipy.stats is imported inside the functions that need it, not here: a fresh worker process
+that only summarises its samples (every eager-only A/B or baseline process) would otherwise pay
+its import, a large share of such a process's start-up (measured in docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from scipy import stats as sps
-from scipy.stats import mstats
 
 __all__ = ["SampleSummary", "SpeedupEstimate", "estimate_speedup", "summarize"]
 
@@ -37,7 +39,8 @@ def summarize(samples: Sequence[float]) -> SampleSummary:
     data = np.asarray(samples, dtype=float)
     if data.size == 0 or not np.all(np.isfinite(data)):
         raise ValueError(f"need finite samples, got {samples!r}")
-    return SampleSummary(median=float(np.median(data)), iqr=float(sps.iqr(data)), n=int(data.size))
+    upper, lower = np.percentile(data, [75, 25])
+    return SampleSummary(median=float(np.median(data)), iqr=float(upper - lower), n=int(data.size))
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ def estimate_speedup(
     process to process; with that term the interval keeps its coverage in simulation, which a
     naive sequential estimate loses.
     """
+    from scipy import stats as sps
+    from scipy.stats import mstats
+
     n = min(len(eager_s), len(compiled_s))
     if n == 0:
         raise ValueError("no paired rounds to estimate a speedup from")
@@ -128,6 +134,8 @@ def detectable_effect(
     sd: float, baseline_runs: int, current_runs: int, alpha: float, power: float = POWER
 ) -> float:
     """Smallest slowdown (fraction) detected with probability ``power`` by the one-sided t-test."""
+    from scipy import stats as sps
+
     df = baseline_runs + current_runs - 2
     se = sd * math.sqrt(1 / current_runs + 1 / baseline_runs)
     return math.expm1((float(sps.t.ppf(1 - alpha, df)) + float(sps.t.ppf(power, df))) * se)
@@ -180,6 +188,8 @@ def _t_decision(
 ) -> GateDecision:
     """One-sided p-values both ways, a ``confidence`` interval and the verdict for a log
     difference ``d``."""
+    from scipy import stats as sps
+
     t_value = d / se
     p_slower, p_faster = float(sps.t.sf(t_value, df)), float(sps.t.cdf(t_value, df))
     half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
@@ -212,6 +222,8 @@ def compare_paired(
     spread of the differences (floored at :data:`SD_FLOOR`) is the noise. ``regression`` needs
     p < ``alpha`` and a slowdown above ``threshold``; ``improvement`` the mirror image.
     """
+    from scipy import stats as sps
+
     n = len(differences)
     if n < 2:
         return GateDecision(
@@ -258,6 +270,8 @@ def compare_rounds(
     gets ``between_run_sd`` of extra uncertainty. Several runs per side go through
     :func:`compare_runs`, which measures that spread instead of assuming it.
     """
+    from scipy import stats as sps
+
     if len(baseline) < 2 or len(current) < 2:
         raise ValueError("a round-level comparison needs at least 2 rounds per side")
     welch = sps.ttest_ind(current, baseline, equal_var=False)
@@ -315,6 +329,8 @@ def is_suspect(decision: GateDecision, threshold: float) -> bool:
 def bh_adjusted(p_values: Sequence[float], total: int) -> list[float]:
     """Benjamini-Hochberg adjusted p-values (scipy's step-up procedure) of ``p_values``, with
     ``total`` - len(p_values) comparisons not yet decided counted as p = 1."""
+    from scipy import stats as sps
+
     padded = np.ones(max(total, len(p_values), 1))
     padded[: len(p_values)] = p_values
     return [float(q) for q in sps.false_discovery_control(padded)[: len(p_values)]]
