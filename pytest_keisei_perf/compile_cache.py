@@ -43,7 +43,7 @@ def resolve_cache_dir(option: str | None, pytest_cache_dir: Path, threads: int) 
     if option:
         return Path(option).expanduser().resolve(), "--perf-compile-cache"
     chosen = os.environ.get(CACHE_ENV)
-    if chosen and os.path.abspath(chosen) != os.path.abspath(_compat.torch_default_cache_dir()):
+    if chosen and not _compat.is_torch_default_cache_dir(chosen):
         return Path(chosen), f"${CACHE_ENV}"
     return default_cache_dir(pytest_cache_dir, threads), "default"
 

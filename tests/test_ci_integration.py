@@ -169,6 +169,24 @@ def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert resolve_cache_dir(None, tmp_path, 1) == (default_cache_dir(tmp_path, 1), "default")
 
 
+def test_a_chosen_cache_folder_is_told_from_the_default_without_importing_inductor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker inherits the variable; importing inductor to read its default would cost
+    each worker that never compiles a large share of its start-up."""
+    elsewhere = tmp_path / "torchinductor_someone_else"  # the default's name, not its folder
+    monkeypatch.setenv(CACHE_ENV, str(elsewhere))
+    assert resolve_cache_dir(None, tmp_path, 1) == (elsewhere, f"${CACHE_ENV}")
+    code = (
+        "import sys\nfrom pathlib import Path\n"
+        "from pytest_keisei_perf.compile_cache import resolve_cache_dir\n"
+        "print(resolve_cache_dir(None, Path('.'), 1)[1], 'torch._inductor' in sys.modules)"
+    )
+    env = {**os.environ, CACHE_ENV: str(tmp_path / "mine")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [f"${CACHE_ENV}", "False"]
+
+
 def test_session_points_inductor_at_the_default_cache_and_restores_the_environment(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
