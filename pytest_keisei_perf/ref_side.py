@@ -110,10 +110,12 @@ class RefSelection:
         if not self.present:
             return None
         output: list[str] = []
+        outcomes: dict[str, str] = {}
         try:
             results = run_worker(
                 list(self.present.values()), self.settings, cwd=self.cwd, wanted=(), others=True,
                 user_args=self.ref_args.args, env=self.checkout.env(), output=output.append,
+                outcomes=outcomes,
             )  # fmt: skip
         except WorkerError as exc:
             note = _old_plugin_note(str(exc), self.checkout, self.cwd)
@@ -122,10 +124,11 @@ class RefSelection:
         tail = "\n".join("".join(output).strip().splitlines()[-15:])
         for nodeid in self.present:
             if not any(_same_test(nodeid, other) for other in gave):
+                said = next((words for at_ref, words in outcomes.items() if _same_test(nodeid, at_ref)), None)
                 self.problems.setdefault(
                     nodeid,
                     f"the test exists at {self.checkout.ref}, but its process there failed: it gave no "
-                    f"result for it:\n{tail}",
+                    "result for it: " + (said or f"its last lines:\n{tail}"),
                 )
         return results
 

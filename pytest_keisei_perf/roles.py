@@ -99,6 +99,8 @@ class WorkerRole:
     def __init__(self, session: PerfSession) -> None:
         self._session = session
         self._frozen = False
+        #: node id -> words of a test that failed or was skipped here, for the parent
+        self._outcomes: dict[str, str] = {}
 
     def activate(self) -> None:
         self._session.activate_timing()
@@ -124,6 +126,26 @@ class WorkerRole:
             except ABError as exc:
                 return dataclasses.replace(result, failures=(*result.failures, str(exc)))
         return result
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from .workers import OUTCOME_LINES
+
+        if report.nodeid in self._outcomes or not (report.failed or report.skipped):
+            return
+        if report.skipped and isinstance(report.longrepr, tuple):
+            words = f"skipped there: {report.longrepr[2]}"
+        else:
+            words = "\n".join(report.longreprtext.rstrip().splitlines()[-OUTCOME_LINES:])
+            words = f"{'failed' if report.failed else 'skipped'} there ({report.when}):\n{words}"
+        self._outcomes[report.nodeid] = words
+
+    def pytest_sessionfinish(self) -> None:
+        from .files import write_json_atomic
+        from .workers import outcomes_path
+
+        report = self._session.settings.json_path
+        if report is not None and self._outcomes:
+            write_json_atomic(outcomes_path(report), self._outcomes)
 
 
 class GateRole:

@@ -26,7 +26,14 @@ from .compile_state import process_state
 from .result import PerfResult
 from .settings import PerfSettings
 
-__all__ = ["WORKER_TIMEOUT_S", "WorkerError", "forwarded_args", "run_worker", "worker_command"]
+__all__ = [
+    "WORKER_TIMEOUT_S",
+    "WorkerError",
+    "forwarded_args",
+    "outcomes_path",
+    "run_worker",
+    "worker_command",
+]
 
 #: A worker that has not finished after this long is killed and the test (or update) fails.
 WORKER_TIMEOUT_S: Final = 3600.0
@@ -47,6 +54,16 @@ _NOT_FORWARDED: Final = frozenset(
 )  # fmt: skip
 #: ``-p`` values that would bring parallelism back.
 _PARALLEL_PLUGINS: Final = ("xdist", "xdist.plugin", "xdist.looponfail")
+
+
+#: Lines of a test's failure text a worker hands back (its end: where the error is).
+OUTCOME_LINES: Final = 15
+
+
+def outcomes_path(report: Path) -> Path:
+    """Where a worker writing ``report`` puts the words of each test that failed or was skipped
+    there: one process may run many tests, and its last lines speak only for the last of them."""
+    return report.with_name(report.name + ".outcomes")
 
 
 class WorkerError(RuntimeError):
@@ -168,11 +185,13 @@ def run_worker(
     env: Mapping[str, str] | None = None,
     others: bool = False,
     output: Callable[[str], None] | None = None,
+    outcomes: dict[str, str] | None = None,
 ) -> list[PerfResult]:
     """Run one fresh process over ``nodeids``; its results, one for each benchmark id in ``wanted``
     (every result when ``wanted`` is None), followed with ``others`` by the rest of its results,
     unchecked (whoever reads one of those checks it: :func:`entry_problem`). ``output`` hears
-    what the process printed.
+    what the process printed; ``outcomes`` gets, per node id, the words of each test that failed
+    or was skipped there (:func:`outcomes_path`; nothing from a plugin too old to write them).
 
     Raises :class:`WorkerError` when the process times out, writes no report, gives no result at
     all (``wanted`` None), or a wanted benchmark is missing, failed or was not timed there.
@@ -193,6 +212,8 @@ def run_worker(
         said = proc.stdout + proc.stderr
         if output is not None:
             output(said)
+        if outcomes is not None:
+            outcomes.update(_read_outcomes(outcomes_path(report)))
         if not report.exists():
             raise WorkerError(
                 f"worker process exited with {proc.returncode} and wrote no report:\n{_tail(said)}"
@@ -216,6 +237,16 @@ def run_worker(
     if others:
         delivered += [entry for bench, entry in by_id.items() if bench not in checked]
     return delivered
+
+
+def _read_outcomes(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def entry_problem(entry: PerfResult) -> str | None:

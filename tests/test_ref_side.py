@@ -5,6 +5,7 @@ killed session's checkout does not outlive it. Real git repositories and real pr
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,50 +52,81 @@ def _worktrees(path: Path) -> list[str]:
     return [line for line in _git(path, "worktree", "list").splitlines() if line.strip()]
 
 
+BROKEN_AT_REF = {
+    "import": "    import no_such_module_at_ref\n",
+    "raises": "    raise RuntimeError('broken at base')\n",
+    "skipped": "    pytest.skip('not at base')\n",
+}
+
+
+@pytest.fixture(scope="module")
+def ref_unlike_the_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str]:
+    """One A/B session over a project whose REF differs from the working tree in every way these
+    tests need (one run of REF and working tree per pair for all of them): three tests that fail,
+    raise or skip at REF, a test added to a file REF has, and a pytest.ini only in the tree.
+    Its exit code and output."""
+    root = tmp_path_factory.mktemp("ref-side")
+    (root / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (root / "tests").mkdir()
+    for name, body in {**BROKEN_AT_REF, "w": ""}.items():
+        (root / "tests" / f"test_{name}.py").write_text(TEST.format(body=body))
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "base")
+    for name in BROKEN_AT_REF:
+        (root / "tests" / f"test_{name}.py").write_text(TEST.format(body=""))
+    added = TEST.format(body="").replace("test_work(", "test_added(")
+    (root / "tests" / "test_w.py").write_text(TEST.format(body="") + added)
+    (root / "pytest.ini").write_text("[pytest]\nperf_threshold = 10\n")  # not committed
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-rA", *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2"],
+        cwd=root, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize(
-    ("body", "said"),
+    ("name", "said"),
     [
-        ("    import no_such_module_at_ref\n", "*ModuleNotFoundError*no_such_module_at_ref*"),
-        ("    raise RuntimeError('broken at base')\n", "*RuntimeError: broken at base*"),
-        ("    pytest.skip('not at base')\n", "*1 skipped*"),
+        ("import", "*ModuleNotFoundError*no_such_module_at_ref*"),
+        ("raises", "*RuntimeError: broken at base*"),
+        ("skipped", "*skipped there: Skipped: not at base"),
     ],
-    ids=["import-error", "raises", "skipped"],
 )
 def test_a_test_that_fails_at_ref_is_an_error_not_a_new_benchmark(
-    pytester: pytest.Pytester, body: str, said: str
+    ref_unlike_the_tree: tuple[int, str], name: str, said: str
 ) -> None:
-    _commit(pytester, body)
-    result = pytester.runpytest_subprocess(
-        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2", "--perf-require-baseline"
-    )
-    out = result.stdout.str()
-    assert result.ret == pytest.ExitCode.TESTS_FAILED, out
-    assert "new benchmark" not in out
-    result.stdout.fnmatch_lines(
-        ["*A/B against HEAD failed: the test exists at HEAD, but its process there failed*", said]
-    )
+    """Each test's own words from the one REF process, not the process's last lines."""
+    code, out = ref_unlike_the_tree
+    assert code == pytest.ExitCode.TESTS_FAILED, out
+    assert f"FAILED tests/test_{name}.py::test_work" in out
+    assert not [line for line in out.splitlines() if f"test_{name}.py" in line and "new benchmark" in line]
+    failure = out[out.index(f"tests/test_{name}.py::test_work: A/B against HEAD failed") :]
+    failure = re.split(r"\n[_=]{3}", failure)[0]  # to the next section
+    lines = pytest.LineMatcher(failure.splitlines())
+    lines.fnmatch_lines(["*A/B against HEAD failed: the test exists at HEAD, but its process there failed*"])
+    lines.fnmatch_lines([said])
+    others = set(BROKEN_AT_REF) - {name}
+    assert not any(f"tests/test_{other}.py:" in failure for other in others), failure
 
 
-def test_a_test_absent_from_a_file_at_ref_is_new_as_collected_there(pytester: pytest.Pytester) -> None:
-    _commit(pytester, "")
-    test = pytester.path / "tests" / "test_w.py"
-    test.write_text(test.read_text() + TEST.format(body="").replace("test_work(", "test_added("))
-    result = pytester.runpytest_subprocess(
-        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2", "tests/test_w.py::test_added"
+def test_a_test_absent_from_a_file_at_ref_is_new_as_collected_there(
+    ref_unlike_the_tree: tuple[int, str],
+) -> None:
+    out = ref_unlike_the_tree[1]
+    assert "PASSED tests/test_w.py::test_added" in out, out
+    pytest.LineMatcher(out.splitlines()).fnmatch_lines(
+        ["*test_added: new benchmark: it does not exist at HEAD; nothing to compare"]
     )
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    result.stdout.fnmatch_lines(["*test_added: new benchmark: it does not exist at HEAD; nothing to compare"])
 
 
 def test_an_ini_file_only_in_the_working_tree_leaves_ref_its_own_configuration(
-    pytester: pytest.Pytester,
+    ref_unlike_the_tree: tuple[int, str],
 ) -> None:
-    _commit(pytester, "")
-    (pytester.path / "pytest.ini").write_text("[pytest]\nperf_threshold = 10\n")  # not committed
-    result = pytester.runpytest_subprocess(*FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2")
-    out = result.stdout.str()
-    assert result.ret == pytest.ExitCode.OK, out
-    result.stdout.fnmatch_lines(
+    out = ref_unlike_the_tree[1]
+    assert "PASSED tests/test_w.py::test_work" in out, out
+    pytest.LineMatcher(out.splitlines()).fnmatch_lines(
         [
             "*pytest.ini does not exist at HEAD; REF runs under its own configuration*",
             "*test_work [[]eager[]]: A/B against HEAD: median * vs * at HEAD*",
