@@ -4,6 +4,7 @@ processes on both sides, slowdowns orders of magnitude above any noise."""
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import types
@@ -34,37 +35,24 @@ def _git(cwd: Path, *args: str) -> None:
     )
 
 
+def _project(root: Path) -> None:
+    """A committed project in ``root``: mypkg.work and a perf test that times it."""
+    (root / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (root / "mypkg").mkdir()
+    (root / "mypkg" / "__init__.py").write_text("")
+    (root / "mypkg" / "work.py").write_text(WORK.format(factor=1))
+    (root / "tests").mkdir()
+    (root / "tests" / "test_w.py").write_text(TEST)
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "base")
+
+
 @pytest.fixture
 def repo(pytester: pytest.Pytester) -> pytest.Pytester:
     """A committed project: mypkg.work and a perf test that times it."""
-    (pytester.path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
-    (pytester.path / "mypkg").mkdir()
-    (pytester.path / "mypkg" / "__init__.py").write_text("")
-    (pytester.path / "mypkg" / "work.py").write_text(WORK.format(factor=1))
-    (pytester.path / "tests").mkdir()
-    (pytester.path / "tests" / "test_w.py").write_text(TEST)
-    _git(pytester.path, "init", "-q")
-    _git(pytester.path, "add", "-A")
-    _git(pytester.path, "commit", "-q", "-m", "base")
+    _project(pytester.path)
     return pytester
-
-
-def test_identical_code_passes_and_nothing_is_stored(repo: pytest.Pytester) -> None:
-    result = repo.runpytest_subprocess(
-        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=3", "--perf-threshold=10"
-    )
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    result.stdout.fnmatch_lines(
-        [
-            "*tests/test_w.py::test_work [[]eager[]]: A/B against HEAD: median * vs * at HEAD; change *, "
-            "paired over 3 pairs*",
-        ]
-    )
-    assert not (repo.path / "baselines").exists()
-    worktrees = subprocess.run(
-        ["git", "worktree", "list"], cwd=repo.path, capture_output=True, text=True
-    ).stdout
-    assert len(worktrees.strip().splitlines()) == 1  # the REF checkout is gone again
 
 
 def test_a_slower_working_tree_fails_against_its_base(repo: pytest.Pytester) -> None:
@@ -106,25 +94,55 @@ def test_a_test_that_does_not_exist_at_ref_is_a_new_benchmark(repo: pytest.Pytes
     )
 
 
-def test_one_process_per_side_per_pair_runs_the_whole_selection(repo: pytest.Pytester) -> None:
+@pytest.fixture(scope="module")
+def identical_selection(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    """One A/B session of identical code over three tests: two at REF, one new. Its project,
+    exit code and output."""
+    root = tmp_path_factory.mktemp("ab-selection")
+    _project(root)
+    (root / "tests" / "test_more.py").write_text(TEST.replace("test_work(", "test_other("))
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "a second test")
+    (root / "tests" / "test_new.py").write_text(TEST.replace("test_work(", "test_fresh("))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=3",
+         "--perf-ab-max-pairs=3", "--perf-threshold=10"],
+        cwd=root, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return root, proc.returncode, proc.stdout + proc.stderr
+
+
+def test_identical_code_passes_and_nothing_is_stored(identical_selection: tuple[Path, int, str]) -> None:
+    root, code, out = identical_selection
+    assert code == pytest.ExitCode.OK, out
+    pytest.LineMatcher(out.splitlines()).fnmatch_lines(
+        [
+            "*tests/test_w.py::test_work [[]eager[]]: A/B against HEAD: median * vs * at HEAD; change *, "
+            "paired over 3 pairs*",
+        ]
+    )
+    assert not (root / "baselines").exists()
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True, text=True).stdout
+    assert len(worktrees.strip().splitlines()) == 1  # the REF checkout is gone again
+
+
+def test_one_process_per_side_per_pair_runs_the_whole_selection(
+    identical_selection: tuple[Path, int, str],
+) -> None:
     """Two tests at REF and one new: the sides are warmed once and each pair is one process per
     side over all three, not one per test (the cost of 12 processes per test before)."""
-    (repo.path / "tests" / "test_more.py").write_text(TEST.replace("test_work(", "test_other("))
-    _git(repo.path, "add", "-A")
-    _git(repo.path, "commit", "-q", "-m", "a second test")
-    (repo.path / "tests" / "test_new.py").write_text(TEST.replace("test_work(", "test_fresh("))
-    result = repo.runpytest_subprocess(
-        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2", "--perf-ab-max-pairs=2", "--perf-threshold=10"
-    )  # fmt: skip
-    out = result.stdout.str()
-    assert result.ret == pytest.ExitCode.OK, out
+    _, code, out = identical_selection
+    assert code == pytest.ExitCode.OK, out
     assert out.count("warming both sides") == 1
-    assert out.count("A/B 3 tests: pair 1/2") == 1
-    assert out.count("A/B 3 tests: pair 2/2") == 1
-    assert "pair 3/" not in out
+    for pair in (1, 2, 3):
+        assert out.count(f"A/B 3 tests: pair {pair}/3") == 1
+    assert "pair 4/" not in out
     for name in ("test_w.py::test_work", "test_more.py::test_other"):
         assert f"tests/{name} [eager]: A/B against HEAD: median" in out
-    result.stdout.fnmatch_lines(["*test_fresh: new benchmark: it does not exist at HEAD; nothing to compare"])
+    pytest.LineMatcher(out.splitlines()).fnmatch_lines(
+        ["*test_fresh: new benchmark: it does not exist at HEAD; nothing to compare"]
+    )
 
 
 def test_an_unclear_answer_takes_more_pairs_then_is_inconclusive_not_a_pass(repo: pytest.Pytester) -> None:
