@@ -3,7 +3,9 @@ process, and the rule that tells a test absent at REF ("new benchmark") from one
 
 "New" is decided by collecting the test's file at REF, never read from a failed process: a REF
 whose test module does not import, whose test raises or is skipped, or whose plugin is too old
-for this one's worker options is an error that shows REF's last output lines.
+for this one's worker options is an error. It quotes that test's own words from the REF process
+(:func:`.workers.outcomes_path`): the process runs the whole selection, and its last lines speak
+for whichever test ran last.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ class RefSelection:
 
     def run(self) -> list[PerfResult] | None:
         """One REF process over every test REF has (None when it has none). A test that exists
-        at REF but gave no result there goes into ``problems`` with REF's last lines."""
+        at REF but gave no result there goes into ``problems`` with its own words from there
+        (REF's last lines when its plugin is too old to hand them back)."""
         if not self.present:
             return None
         output: list[str] = []
