@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__
 from .result import PerfResult
-from .workers import WorkerError, run_worker
+from .workers import WorkerError, last_lines, run_worker
 from .worktree import ABError, RefCheckout
 
 __all__ = ["RefSelection", "RefSideArgs", "collected_at_ref"]
@@ -124,7 +124,7 @@ class RefSelection:
             note = _old_plugin_note(str(exc), self.checkout, self.cwd)
             raise ABError(f"the REF side's process failed: {exc}{note}") from None
         gave = {r.nodeid for r in results}
-        tail = "\n".join("".join(output).strip().splitlines()[-15:])
+        tail = last_lines("".join(output))
         for nodeid in self.present:
             if not any(_same_test(nodeid, other) for other in gave):
                 said = next((words for at_ref, words in outcomes.items() if _same_test(nodeid, at_ref)), None)

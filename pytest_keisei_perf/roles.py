@@ -128,15 +128,15 @@ class WorkerRole:
         return result
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from .workers import OUTCOME_LINES
+        from .workers import last_lines
 
         if report.nodeid in self._outcomes or not (report.failed or report.skipped):
             return
         if report.skipped and isinstance(report.longrepr, tuple):
             words = f"skipped there: {report.longrepr[2]}"
         else:
-            words = "\n".join(report.longreprtext.rstrip().splitlines()[-OUTCOME_LINES:])
-            words = f"{'failed' if report.failed else 'skipped'} there ({report.when}):\n{words}"
+            outcome = "failed" if report.failed else "skipped"
+            words = f"{outcome} there ({report.when}):\n{last_lines(report.longreprtext)}"
         self._outcomes[report.nodeid] = words
 
     def pytest_sessionfinish(self) -> None:

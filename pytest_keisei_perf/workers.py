@@ -30,6 +30,7 @@ __all__ = [
     "WORKER_TIMEOUT_S",
     "WorkerError",
     "forwarded_args",
+    "last_lines",
     "outcomes_path",
     "run_worker",
     "worker_command",
@@ -54,10 +55,6 @@ _NOT_FORWARDED: Final = frozenset(
 )  # fmt: skip
 #: ``-p`` values that would bring parallelism back.
 _PARALLEL_PLUGINS: Final = ("xdist", "xdist.plugin", "xdist.looponfail")
-
-
-#: Lines of a test's failure text a worker hands back (its end: where the error is).
-OUTCOME_LINES: Final = 15
 
 
 def outcomes_path(report: Path) -> Path:
@@ -170,7 +167,8 @@ def user_worker_args(
     return args
 
 
-def _tail(text: str, lines: int = 15) -> str:
+def last_lines(text: str, lines: int = 15) -> str:
+    """The end of a process's output or a test's failure text: where the error is."""
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
@@ -208,7 +206,8 @@ def run_worker(
             )
         except subprocess.TimeoutExpired as exc:
             partial = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{_tail(partial)}") from None
+            said = last_lines(partial)
+            raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{said}") from None
         said = proc.stdout + proc.stderr
         if output is not None:
             output(said)
@@ -216,19 +215,19 @@ def run_worker(
             outcomes.update(_read_outcomes(outcomes_path(report)))
         if not report.exists():
             raise WorkerError(
-                f"worker process exited with {proc.returncode} and wrote no report:\n{_tail(said)}"
+                f"worker process exited with {proc.returncode} and wrote no report:\n{last_lines(said)}"
             )
         data = json.loads(report.read_text(encoding="utf-8"))
     by_id = {entry.benchmark_id: entry for entry in (PerfResult.from_dict(d) for d in data["results"])}
     if not by_id and wanted is None:
-        raise WorkerError(f"worker process (exit {proc.returncode}) gave no result:\n{_tail(said)}")
+        raise WorkerError(f"worker process (exit {proc.returncode}) gave no result:\n{last_lines(said)}")
     delivered = []
     checked = list(wanted) if wanted is not None else list(by_id)
     for bench in checked:
         entry = by_id.get(bench)
         if entry is None:
             raise WorkerError(
-                f"worker process (exit {proc.returncode}) yielded no result for {bench}:\n{_tail(said)}"
+                f"worker process (exit {proc.returncode}) yielded no result for {bench}:\n{last_lines(said)}"
             )
         problem = entry_problem(entry)
         if problem:

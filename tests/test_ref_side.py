@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -35,17 +36,18 @@ def _git(cwd: Path, *args: str) -> str:
     ).stdout  # fmt: skip
 
 
-def _commit(pytester: pytest.Pytester, body: str) -> None:
-    """A project whose committed perf test has ``body`` before its benchmark; the working tree's
-    test is the plain one, uncommitted."""
-    (pytester.path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
-    (pytester.path / "tests").mkdir()
-    test = pytester.path / "tests" / "test_w.py"
-    test.write_text(TEST.format(body=body))
-    _git(pytester.path, "init", "-q")
-    _git(pytester.path, "add", "-A")
-    _git(pytester.path, "commit", "-q", "-m", "base")
-    test.write_text(TEST.format(body=""))
+def _commit(root: Path, bodies: Mapping[str, str]) -> None:
+    """A project whose committed perf test ``tests/test_<name>.py`` has ``bodies[name]`` before
+    its benchmark; the working tree's tests are the plain ones, uncommitted."""
+    (root / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (root / "tests").mkdir()
+    for name, body in bodies.items():
+        (root / "tests" / f"test_{name}.py").write_text(TEST.format(body=body))
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "base")
+    for name in bodies:
+        (root / "tests" / f"test_{name}.py").write_text(TEST.format(body=""))
 
 
 def _worktrees(path: Path) -> list[str]:
@@ -66,15 +68,7 @@ def ref_unlike_the_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, 
     raise or skip at REF, a test added to a file REF has, and a pytest.ini only in the tree.
     Its exit code and output."""
     root = tmp_path_factory.mktemp("ref-side")
-    (root / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
-    (root / "tests").mkdir()
-    for name, body in {**BROKEN_AT_REF, "w": ""}.items():
-        (root / "tests" / f"test_{name}.py").write_text(TEST.format(body=body))
-    _git(root, "init", "-q")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "base")
-    for name in BROKEN_AT_REF:
-        (root / "tests" / f"test_{name}.py").write_text(TEST.format(body=""))
+    _commit(root, {**BROKEN_AT_REF, "w": ""})
     added = TEST.format(body="").replace("test_work(", "test_added(")
     (root / "tests" / "test_w.py").write_text(TEST.format(body="") + added)
     (root / "pytest.ini").write_text("[pytest]\nperf_threshold = 10\n")  # not committed
@@ -135,7 +129,7 @@ def test_an_ini_file_only_in_the_working_tree_leaves_ref_its_own_configuration(
 
 
 def test_an_unknown_ref_says_it_is_not_in_this_clone(pytester: pytest.Pytester) -> None:
-    _commit(pytester, "")
+    _commit(pytester.path, {"w": ""})
     result = pytester.runpytest_subprocess(*FAST, "--perf-compare-ref=no-such-branch")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
@@ -144,7 +138,7 @@ def test_an_unknown_ref_says_it_is_not_in_this_clone(pytester: pytest.Pytester) 
 
 
 def test_a_shallow_clone_is_told_how_to_fetch_the_base(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    _commit(pytester, "")
+    _commit(pytester.path, {"w": ""})
     _git(pytester.path, "commit", "-q", "--allow-empty", "-m", "second")
     shallow = tmp_path / "shallow"
     _git(tmp_path, "clone", "-q", "--depth", "1", pytester.path.as_uri(), str(shallow))
@@ -153,7 +147,7 @@ def test_a_shallow_clone_is_told_how_to_fetch_the_base(pytester: pytest.Pytester
 
 
 def test_sigterm_removes_the_ref_checkout(pytester: pytest.Pytester) -> None:
-    _commit(pytester, "    import time; time.sleep(60)\n")
+    _commit(pytester.path, {"w": "    import time; time.sleep(60)\n"})
     before = set(Path(tempfile.gettempdir()).glob("keisei-perf-ref-*"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2"],
@@ -171,7 +165,7 @@ def test_sigterm_removes_the_ref_checkout(pytester: pytest.Pytester) -> None:
 
 
 def test_a_checkout_whose_session_died_is_swept_at_the_next_start(pytester: pytest.Pytester) -> None:
-    _commit(pytester, "")
+    _commit(pytester.path, {"w": ""})
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     )
