@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
 
+from .duet import Cores, describe, duet_cores, run_together
 from .gate import decision_verdict, settle
 from .history import HistoryEntry
 from .paired import PairedLook, look
@@ -108,20 +109,30 @@ class Gathered:
     new: set[str] = field(default_factory=set)
     last_b: dict[str, PerfResult] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
+    #: Whether the pairs ran as duets (both sides at once, on separate cores).
+    duet: bool = False
+
+
+#: One side of a pair: a fresh process over the selection, pinned to the given cores (or not).
+Side = Callable[[Collection[int] | None], list[PerfResult] | None]
 
 
 def gather_pairs(
     label: str,
     plan_for: Callable[[str], PairPlan],
     *,
-    run_a: Callable[[], list[PerfResult] | None],
-    run_b: Callable[[], list[PerfResult]],
+    run_a: Side,
+    run_b: Side,
     say: Callable[[str], None],
     gone_at_ref: Callable[[PerfResult], str | None] = lambda _: None,
+    cores: Cores | None = None,
 ) -> Gathered:
     """Interleaved pairs (A B, B A, ...) of every benchmark the selection produces: the plan's
     pairs, then one more at a time up to its max while some benchmark's answer is unclear
     (``plan_for(bench)``: each benchmark's threshold; the pair counts are the session's).
+
+    With ``cores`` the two sides of each pair run at the same time instead, pinned to one set of
+    cores each, swapped between pairs (:mod:`.duet`).
 
     ``run_a`` returns None when REF has none of the tests. One unmeasured run per side goes
     first, so both sides then time a warm compile cache alike. A benchmark absent at REF is new,
@@ -129,9 +140,9 @@ def gather_pairs(
     side gets a problem and no pairs, and the others go on.
     """
     say(f"keisei-perf: A/B {label}: warming both sides (one unmeasured run each)")
-    warm_a = run_a()
-    gathered = Gathered()
-    warm_b = _usable(run_b(), gathered, "")
+    warm_a, warm_b_all = _run_sides(("a", "b"), run_a, run_b, cores)
+    gathered = Gathered(duet=cores is not None)
+    warm_b = _usable(warm_b_all or [], gathered, "")
     gathered.last_b.update(warm_b)
     at_ref = _usable(warm_a or [], gathered, "at REF: ")
     for bench, result in warm_b.items():
@@ -151,8 +162,9 @@ def gather_pairs(
     for i in range(plan.max_pairs):
         order = ("a", "b") if i % 2 == 0 else ("b", "a")
         planned = plan.pairs if i < plan.pairs else plan.max_pairs
-        say(f"keisei-perf: A/B {label}: pair {i + 1}/{planned} ({' then '.join(o.upper() for o in order)})")
-        _add_pair(gathered, i, order, run_a, run_b)
+        pair_cores = None if cores is None else (cores if i % 2 == 0 else (cores[1], cores[0]))
+        say(f"keisei-perf: A/B {label}: pair {i + 1}/{planned} ({_how(order, pair_cores)})")
+        _add_pair(gathered, i, _run_sides(order, run_a, run_b, pair_cores))
         taken = i + 1
         if taken < plan.pairs:
             continue
@@ -169,6 +181,24 @@ def gather_pairs(
     return gathered
 
 
+def _how(order: tuple[str, str], cores: Cores | None) -> str:
+    if cores is None:
+        return " then ".join(side.upper() for side in order)
+    return f"A on {describe(cores[0])} with B on {describe(cores[1])}"
+
+
+def _run_sides(
+    order: tuple[str, str], run_a: Side, run_b: Side, cores: Cores | None
+) -> tuple[list[PerfResult] | None, list[PerfResult] | None]:
+    """Both sides' results (A's, B's): one after the other in ``order``, or at once on ``cores``."""
+    if cores is not None:
+        a_cores, b_cores = cores
+        got_a, got_b = run_together([lambda: run_a(a_cores), lambda: run_b(b_cores)])
+        return got_a, got_b
+    got = {side: (run_a if side == "a" else run_b)(None) for side in order}
+    return got["a"], got["b"]
+
+
 def _usable(results: Sequence[PerfResult], gathered: Gathered, where: str) -> dict[str, PerfResult]:
     """The results that stand for a measurement, by benchmark; the others become problems."""
     usable = {}
@@ -182,20 +212,13 @@ def _usable(results: Sequence[PerfResult], gathered: Gathered, where: str) -> di
 
 
 def _add_pair(
-    gathered: Gathered,
-    index: int,
-    order: tuple[str, str],
-    run_a: Callable[[], list[PerfResult] | None],
-    run_b: Callable[[], list[PerfResult]],
+    gathered: Gathered, index: int, sides: tuple[list[PerfResult] | None, list[PerfResult] | None]
 ) -> None:
-    got: dict[str, dict[str, RunRecord]] = {}
-    for side in order:
-        entries = _usable(
-            (run_a() if side == "a" else run_b()) or [], gathered, "at REF: " if side == "a" else ""
-        )
-        if side == "b":
-            gathered.last_b.update(entries)
-        got[side] = {bench: RunRecord.from_result(e) for bench, e in entries.items()}
+    entries_a = _usable(sides[0] or [], gathered, "at REF: ")
+    entries_b = _usable(sides[1] or [], gathered, "")
+    gathered.last_b.update(entries_b)
+    got = {side: {bench: RunRecord.from_result(e) for bench, e in entries.items()}
+           for side, entries in (("a", entries_a), ("b", entries_b))}  # fmt: skip
     for bench, paired in list(gathered.pairs.items()):
         missing = [side for side in ("a", "b") if bench not in got[side]]
         if missing:
@@ -217,6 +240,7 @@ def verdicts_for(
     *,
     ref: str,
     bh: Callable[[float], tuple[bool, int]],
+    duet: bool = False,
 ) -> tuple[dict[str, Verdict], list[str]]:
     """Verdict per mode from the pairs; regressions must also be slower in raw time and survive
     Benjamini-Hochberg (``bh(p)`` -> (rejected, comparisons); it hears every p-value, so a
@@ -239,7 +263,7 @@ def verdicts_for(
                 f"; inconclusive, not a pass: after {paired.pairs} pairs {paired.why_unclear()} "
                 "(--perf-ab-max-pairs allows more pairs; --perf-fail-inconclusive fails it)"
             )
-        message = f"{bench} [{mode}]: {_describe_look(paired, runs, mode, ref, raw)}{note}"
+        message = f"{bench} [{mode}]: {_describe_look(paired, runs, mode, ref, raw, duet)}{note}"
         if status == "regression":
             message = f"performance regression: {message}"
             failures.append(message)
@@ -247,19 +271,20 @@ def verdicts_for(
     return verdicts, failures
 
 
-def _describe_look(paired: PairedLook, runs: PairedRuns, mode: str, ref: str, raw: float) -> str:
+def _describe_look(paired: PairedLook, runs: PairedRuns, mode: str, ref: str, raw: float, duet: bool) -> str:
     decision = paired.decision
     assert decision.change is not None
     assert decision.change_ci is not None
     lo, hi = decision.change_ci
     p = decision.p_slower if decision.change >= 0 else decision.p_faster
     now_s, ref_s = (format_duration(median_of_runs(side, mode)) for side in (runs.b, runs.a))
+    kind = " duet" if duet else ""
     wild = ""
     if paired.wild:
         wild = f", {len(paired.wild)} wild pair(s) set aside ({', '.join(f'{w:+.1%}' for w in paired.wild)})"
     return (
         f"A/B against {ref}: median {now_s} vs {ref_s} at {ref}; change {decision.change:+.1%} "
-        f"({paired.confidence:.1%} CI {lo:+.1%} to {hi:+.1%}, paired over {paired.pairs} pairs{wild}, "
+        f"({paired.confidence:.1%} CI {lo:+.1%} to {hi:+.1%}, paired over {paired.pairs}{kind} pairs{wild}, "
         f"machine-normalised), p={p:.3g}; raw {raw:+.1%}; detectable {decision.detectable_effect:.1%}"
     )
 
@@ -371,7 +396,7 @@ class ABRole:
         ledger = self._session.ledger
         verdicts, failures = verdicts_for(
             bench, gathered.pairs[bench], list(result.modes), self._plan(config), ref=self.ref,
-            bh=lambda p: ledger.decide(p, config.alpha),
+            bh=lambda p: ledger.decide(p, config.alpha), duet=gathered.duet,
         )  # fmt: skip
         if self._session.settings.history_path is not None:
             self._remember(bench, gathered.pairs[bench], list(result.modes), self._plan(config))
@@ -407,11 +432,11 @@ class ABRole:
 
         test_of: dict[str, str] = {}  # benchmark -> its test's node id, from the working tree
 
-        def run_a() -> list[PerfResult] | None:
-            return self.fresh.warm_retry(at_ref.run, f"the selection at {self.ref}", state)
+        def run_a(cpus: Collection[int] | None) -> list[PerfResult] | None:
+            return self.fresh.warm_retry(lambda: at_ref.run(cpus), f"the selection at {self.ref}", state)
 
-        def run_b() -> list[PerfResult]:
-            results = self.fresh.run(nodeids, (), others=True)
+        def run_b(cpus: Collection[int] | None) -> list[PerfResult]:
+            results = self.fresh.run(nodeids, (), others=True, cpus=cpus)
             test_of.update({r.benchmark_id: r.nodeid for r in results})
             return results
 
@@ -427,4 +452,23 @@ class ABRole:
             return None
 
         label = nodeids[0] if len(nodeids) == 1 else f"{len(nodeids)} tests"
-        return gather_pairs(label, plan_for, run_a=run_a, run_b=run_b, say=perf.say, gone_at_ref=gone_at_ref)
+        return gather_pairs(
+            label, plan_for, run_a=run_a, run_b=run_b, say=perf.say, gone_at_ref=gone_at_ref,
+            cores=self._duet_cores(),
+        )  # fmt: skip
+
+    def _duet_cores(self) -> Cores | None:
+        """The cores of a duet when ``--perf-ab-schedule duet`` asks for one and this machine
+        can run it; otherwise None, saying why it falls back to sequential pairs."""
+        settings = self._session.settings
+        if settings.ab_schedule != "duet":
+            return None
+        cores = duet_cores(settings.threads)
+        if isinstance(cores, str):
+            self._session.say(f"keisei-perf: A/B: sequential pairs instead of a duet: {cores}")
+            return None
+        self._session.say(
+            f"keisei-perf: A/B: duet pairs: REF and the working tree at once, on {describe(cores[0])} "
+            f"and {describe(cores[1])}, swapped every pair"
+        )
+        return cores

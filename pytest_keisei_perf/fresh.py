@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import pytest
@@ -52,10 +52,11 @@ class FreshProcesses:
         wanted: Sequence[str] | None,
         state: str | None = None,
         others: bool = False,
+        cpus: Collection[int] | None = None,
     ) -> list[PerfResult]:
         """One fresh process over ``nodeid`` (or several, in their order) in compile-cache
         ``state`` (the session's by default; ``both`` means warm here), warm for sure
-        (:meth:`warm_retry`)."""
+        (:meth:`warm_retry`), pinned to ``cpus`` when given."""
         settings = self._session.settings
         state = state or process_state(settings.compile_state)
         config = self._session.config
@@ -71,6 +72,7 @@ class FreshProcesses:
                 wanted=wanted,
                 others=others,
                 user_args=self.user_args,
+                cpus=cpus,
             )
 
         label = nodeids[0] if len(nodeids) == 1 else f"the {len(nodeids)} selected tests"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +106,11 @@ class RefSelection:
             elif rest.removeprefix("::") in found:
                 self.present[nodeid] = f"{target}{sep}{rest}"
 
-    def run(self) -> list[PerfResult] | None:
-        """One REF process over every test REF has (None when it has none). A test that exists
-        at REF but gave no result there goes into ``problems`` with its own words from there
-        (REF's last lines when its plugin is too old to hand them back)."""
+    def run(self, cpus: Collection[int] | None = None) -> list[PerfResult] | None:
+        """One REF process over every test REF has (None when it has none), pinned to ``cpus``
+        when given. A test that exists at REF but gave no result there goes into ``problems``
+        with its own words from there (REF's last lines when its plugin is too old to hand them
+        back)."""
         if not self.present:
             return None
         output: list[str] = []
@@ -118,7 +119,7 @@ class RefSelection:
             results = run_worker(
                 list(self.present.values()), self.settings, cwd=self.cwd, wanted=(), others=True,
                 user_args=self.ref_args.args, env=self.checkout.env(), output=output.append,
-                outcomes=outcomes,
+                outcomes=outcomes, cpus=cpus,
             )  # fmt: skip
         except WorkerError as exc:
             note = _old_plugin_note(str(exc), self.checkout, self.cwd)

@@ -193,6 +193,10 @@ def _compile_kwargs(raw: Any) -> Mapping[str, Any]:
     return MappingProxyType(dict(raw))
 
 
+#: ``--perf-ab-schedule``: how the two processes of an A/B pair share the machine (:mod:`.duet`).
+AB_SCHEDULES: Final = ("sequential", "duet")
+
+
 # -- the session settings -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class PerfSettings:
@@ -230,6 +234,7 @@ class PerfSettings:
     compare_ref: str | None = None
     ab_pairs: int = 5
     ab_max_pairs_set: int | None = None
+    ab_schedule: str = "sequential"
     import_roots: tuple[str, ...] = ()
 
     @property
@@ -505,6 +510,15 @@ _OPTIONS: Final = (
         "the most pairs --perf-compare-ref takes while an answer is unclear (default 12); still "
         "unclear then: inconclusive",
         metavar="N",
+    ),
+    _Option(
+        "ab_schedule",
+        "--perf-ab-schedule",
+        _one_of(AB_SCHEDULES),
+        "how --perf-compare-ref runs a pair: sequential (REF then working tree, the default) or "
+        "duet (both at once, each pinned to its own cores; falls back to sequential where the "
+        "machine cannot)",
+        metavar="{sequential,duet}",
     ),
     _Option(
         "import_roots",

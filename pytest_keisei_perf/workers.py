@@ -18,11 +18,12 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
 from .compile_state import process_state
+from .duet import describe, spawn_pinned
 from .result import PerfResult
 from .settings import PerfSettings
 
@@ -184,12 +185,14 @@ def run_worker(
     others: bool = False,
     output: Callable[[str], None] | None = None,
     outcomes: dict[str, str] | None = None,
+    cpus: Collection[int] | None = None,
 ) -> list[PerfResult]:
     """Run one fresh process over ``nodeids``; its results, one for each benchmark id in ``wanted``
     (every result when ``wanted`` is None), followed with ``others`` by the rest of its results,
     unchecked (whoever reads one of those checks it: :func:`entry_problem`). ``output`` hears
     what the process printed; ``outcomes`` gets, per node id, the words of each test that failed
     or was skipped there (:func:`outcomes_path`; nothing from a plugin too old to write them).
+    ``cpus`` pins the process to those cores (:func:`.duet.spawn_pinned`).
 
     Raises :class:`WorkerError` when the process times out, writes no report, gives no result at
     all (``wanted`` None), or a wanted benchmark is missing, failed or was not timed there.
@@ -201,14 +204,18 @@ def run_worker(
         report = Path(tmp) / "report.json"
         command = worker_command(nodeids, settings, report, user_args=user_args)
         try:
-            proc = subprocess.run(
-                command, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout_s, env=env
-            )
-        except subprocess.TimeoutExpired as exc:
-            partial = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            proc = spawn_pinned(command, cpus, cwd=cwd, env=env)
+        except OSError as exc:
+            where = f" on {describe(cpus)}" if cpus is not None else ""
+            raise WorkerError(f"could not start the worker process{where}: {exc}") from None
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            partial, _ = proc.communicate()
             said = last_lines(partial)
             raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{said}") from None
-        said = proc.stdout + proc.stderr
+        said = stdout + stderr
         if output is not None:
             output(said)
         if outcomes is not None:

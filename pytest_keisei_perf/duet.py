@@ -1,0 +1,85 @@
+"""Duet pairs for ``--perf-compare-ref``: REF and the working tree timed at the same time, each
+pinned to its own cores, so that both meet the same interference (Bulej et al., ICPE 2020).
+
+Sequential pairs run A, then B: whatever the machine does in between (another tenant, a
+frequency change) lands on one side only. In a duet both sides run through the same seconds;
+the cores swap between pairs, so a faster core favours neither side. Pinning needs
+``os.sched_setaffinity`` (Linux) and two disjoint sets of ``--perf-threads`` cores; elsewhere
+the A/B falls back to sequential pairs and says why (:func:`duet_cores`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+__all__ = ["Cores", "describe", "duet_cores", "run_together", "spawn_pinned"]
+
+#: The cores of side A and of side B in the first pair (swapped in every other pair).
+Cores = tuple[frozenset[int], frozenset[int]]
+
+T = TypeVar("T")
+
+
+def duet_cores(threads: int, available: Collection[int] | None = None) -> Cores | str:
+    """Two disjoint sets of ``threads`` cores for a duet, or why this machine cannot run one.
+
+    The sets come from the end of the cores this process may use, leaving the first ones (where
+    the system tends to run its own work) to everything else when there are more than enough.
+    """
+    if available is None:
+        getter = getattr(os, "sched_getaffinity", None)
+        if getter is None or not hasattr(os, "sched_setaffinity"):
+            return "this platform cannot pin a process to cores (no os.sched_setaffinity)"
+        available = getter(0)
+    cores = sorted(available)
+    if len(cores) < 2 * threads:
+        return (
+            f"{len(cores)} core(s) available to this process and --perf-threads {threads}: a duet "
+            f"needs two separate sets of {threads}"
+        )
+    chosen = cores[len(cores) - 2 * threads :]
+    return frozenset(chosen[:threads]), frozenset(chosen[threads:])
+
+
+def describe(cores: Collection[int]) -> str:
+    """``cpu 3`` or ``cpus 2,3``: where a side ran, for the terminal."""
+    ordered = sorted(cores)
+    return f"cpu{'s' if len(ordered) > 1 else ''} {','.join(map(str, ordered))}"
+
+
+def spawn_pinned(
+    command: Sequence[str], cpus: Collection[int] | None, *, cwd: Path, env: Mapping[str, str]
+) -> subprocess.Popen[str]:
+    """Start ``command`` with its output captured, pinned to ``cpus`` when given.
+
+    The pin is set from here right after the start, on the new process's only thread (the
+    interpreter starts none before it runs the command), so every thread it creates later, torch's
+    pools included, inherits it; ``preexec_fn`` would do the same but is unsafe with threads, and a
+    duet starts its two processes from two threads.
+    """
+    proc = subprocess.Popen(
+        list(command), cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    if cpus is not None:
+        try:
+            os.sched_setaffinity(proc.pid, set(cpus))
+        except ProcessLookupError:
+            pass  # it has already exited: its report (or lack of one) tells what happened
+        except OSError:
+            proc.kill()
+            proc.communicate()
+            raise
+    return proc
+
+
+def run_together(jobs: Sequence[Callable[[], T]]) -> list[T]:
+    """Run ``jobs`` at the same time, each in its own thread; their results in order. When one
+    raises, the others still finish (no process is left behind) and the first error is raised."""
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="keisei-perf-duet") as pool:
+        futures = [pool.submit(job) for job in jobs]
+    return [future.result() for future in futures]

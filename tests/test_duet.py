@@ -1,0 +1,207 @@
+"""Duet pairs (``--perf-ab-schedule duet``): the cores each side gets, the pin a fresh process
+and its threads carry, both sides truly at once, and one real A/B session run as duets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import types
+from collections.abc import Collection
+from pathlib import Path
+
+import pytest
+
+from pytest_keisei_perf import ab, duet
+from pytest_keisei_perf.result import ModeResult, PerfResult
+from pytest_keisei_perf.settings import PerfSettings
+
+CAN_PIN = hasattr(os, "sched_setaffinity")
+pinning = pytest.mark.skipif(not CAN_PIN, reason="this platform cannot pin processes to cores")
+
+
+def test_the_two_sides_get_disjoint_cores_from_the_end() -> None:
+    assert duet.duet_cores(1, available={0, 1}) == (frozenset({0}), frozenset({1}))
+    assert duet.duet_cores(2, available=range(8)) == (frozenset({4, 5}), frozenset({6, 7}))
+
+
+@pytest.mark.parametrize(("threads", "cores"), [(1, {0}), (2, {0, 1, 2})])
+def test_too_few_cores_for_two_sides_says_why(threads: int, cores: set[int]) -> None:
+    why = duet.duet_cores(threads, available=cores)
+    assert isinstance(why, str)
+    assert f"{len(cores)} core(s) available" in why
+    assert f"--perf-threads {threads}" in why
+
+
+@pinning
+def test_a_pinned_process_and_the_threads_it_starts_stay_on_its_cores(tmp_path: Path) -> None:
+    mine = sorted(os.sched_getaffinity(0))
+    target = {mine[-1]}
+    script = (
+        "import os, threading\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))\n"
+        "t.start(); t.join()\n"
+        "print(sorted(os.sched_getaffinity(0)), seen[0])\n"
+    )
+    proc = duet.spawn_pinned([sys.executable, "-c", script], target, cwd=tmp_path, env=os.environ)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == f"{sorted(target)} {sorted(target)}"  # the process, then its new thread
+
+
+def test_an_unpinned_process_keeps_every_core(tmp_path: Path) -> None:
+    script = "import os; print(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else -1)"
+    proc = duet.spawn_pinned([sys.executable, "-c", script], None, cwd=tmp_path, env=os.environ)
+    out, _ = proc.communicate(timeout=60)
+    expected = len(os.sched_getaffinity(0)) if CAN_PIN else -1
+    assert int(out) == expected
+
+
+def test_run_together_runs_the_jobs_at_the_same_time() -> None:
+    """Each job waits for the other at a barrier: run one after the other, they would time out."""
+    barrier = threading.Barrier(2, timeout=10)
+
+    def job(value: int) -> int:
+        barrier.wait()
+        return value
+
+    assert duet.run_together([lambda: job(1), lambda: job(2)]) == [1, 2]
+
+
+def test_when_one_side_fails_the_other_still_finishes_and_the_error_is_raised() -> None:
+    finished = threading.Event()
+
+    def fails() -> None:
+        raise RuntimeError("REF broke")
+
+    def slow() -> None:
+        threading.Event().wait(0.2)
+        finished.set()
+
+    with pytest.raises(RuntimeError, match="REF broke"):
+        duet.run_together([fails, slow])
+    assert finished.is_set()
+
+
+def _result(seconds: float) -> PerfResult:
+    samples = (seconds,) * 5
+    return PerfResult(
+        nodeid="t.py::test_x", name="", device="cpu", threads=1, compile_kwargs={},
+        modes={"eager": ModeResult("eager", seconds, 0.0, samples, 1, 1, True)},
+        reference_samples_s=(1e-3,) * 5,
+    )  # fmt: skip
+
+
+def test_duet_pairs_run_each_pair_at_once_and_swap_the_cores() -> None:
+    """Every pair (and the warm-up) starts both sides together, A on one core set and B on the
+    other, swapped in every other pair; the message says the pairs were duets."""
+    barrier = threading.Barrier(2, timeout=10)
+    calls: list[tuple[str, frozenset[int]]] = []
+    said: list[str] = []
+
+    def side(name: str, seconds: float) -> ab.Side:
+        def run(cpus: Collection[int] | None) -> list[PerfResult]:
+            assert cpus is not None
+            calls.append((name, frozenset(cpus)))
+            barrier.wait()  # both sides of the pair are running
+            return [_result(seconds)]
+
+        return run
+
+    plan = ab.PairPlan(pairs=3, max_pairs=3, threshold=0.05, alpha=0.05)
+    cores = (frozenset({0}), frozenset({1}))
+    gathered = ab.gather_pairs(
+        "t.py::test_x", lambda _: plan, run_a=side("a", 1e-3), run_b=side("b", 2e-3), say=said.append,
+        cores=cores,
+    )  # fmt: skip
+    assert gathered.duet
+    assert len(gathered.pairs["t.py::test_x"].a) == 3
+    by_pair = [dict(calls[i : i + 2]) for i in range(0, len(calls), 2)]  # warm-up, then 3 pairs
+    assert by_pair == [
+        {"a": cores[0], "b": cores[1]},
+        {"a": cores[0], "b": cores[1]},
+        {"a": cores[1], "b": cores[0]},
+        {"a": cores[0], "b": cores[1]},
+    ]
+    assert "keisei-perf: A/B t.py::test_x: pair 2/3 (A on cpu 1 with B on cpu 0)" in said
+    verdicts, failures = ab.verdicts_for(
+        "t.py::test_x", gathered.pairs["t.py::test_x"], ["eager"], plan, ref="HEAD",
+        bh=lambda p: (p < 0.05, 1), duet=True,
+    )  # fmt: skip
+    assert verdicts["eager"].status == "regression"
+    assert "paired over 3 duet pairs" in failures[0]
+
+
+def _role(schedule: str, threads: int) -> tuple[ab.ABRole, list[str]]:
+    said: list[str] = []
+    session = types.SimpleNamespace(
+        settings=PerfSettings(compare_ref="HEAD", ab_schedule=schedule, threads=threads), say=said.append
+    )
+    return ab.ABRole(session), said  # type: ignore[arg-type]
+
+
+def test_sequential_is_the_default_and_asks_for_no_cores() -> None:
+    role, said = _role(PerfSettings().ab_schedule, 1)
+    assert role._duet_cores() is None
+    assert said == []
+
+
+def test_a_duet_the_machine_cannot_run_falls_back_to_sequential_pairs_with_a_note() -> None:
+    role, said = _role("duet", 4096)
+    assert role._duet_cores() is None
+    (note,) = said
+    assert note.startswith("keisei-perf: A/B: sequential pairs instead of a duet: ")
+    assert "--perf-threads 4096" in note or "cannot pin" in note
+
+
+FAST = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-modes=eager", "-p", "no:cacheprovider")
+WORK = "def work(n=2000):\n    return sum(range(n * {factor}))\n"
+TEST = """
+import pytest
+from mypkg.work import work
+
+@pytest.mark.perf
+def test_work(perf):
+    perf.benchmark(work)
+"""
+
+
+def test_a_duet_a_b_session_catches_a_slower_working_tree(tmp_path: Path) -> None:
+    """A real A/B in duet pairs: both sides' fresh processes at once on their own cores (on a
+    machine with two cores or more; elsewhere the session says it fell back), and the verdict."""
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "work.py").write_text(WORK.format(factor=1))
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_w.py").write_text(TEST)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "base"]):
+        subprocess.run([*git, *args], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "mypkg" / "work.py").write_text(WORK.format(factor=30))  # 30x the work, uncommitted
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2",
+         "--perf-ab-max-pairs=3", "--perf-ab-schedule=duet"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out
+    lines = pytest.LineMatcher(out.splitlines())
+    cores = duet.duet_cores(1)
+    if isinstance(cores, str):
+        lines.fnmatch_lines(["*A/B: sequential pairs instead of a duet: *"])
+        lines.fnmatch_lines(["*performance regression: tests/test_w.py::test_work*paired over*"])
+        return
+    a, b = (duet.describe(c) for c in cores)
+    lines.fnmatch_lines(
+        [
+            f"*A/B: duet pairs: REF and the working tree at once, on {a} and {b}, swapped every pair*",
+            f"*pair 1/2 (A on {a} with B on {b})*",
+            f"*pair 2/2 (A on {b} with B on {a})*",
+            "*performance regression: tests/test_w.py::test_work [[]eager[]]: A/B against HEAD: *change +*"
+            "paired over * duet pairs*",
+        ]
+    )
