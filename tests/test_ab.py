@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_keisei_perf import ab, paired, simulate, stats
+from pytest_keisei_perf import ab, duet, paired, simulate, stats
 from pytest_keisei_perf.history import read_history
 
 FAST = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-modes=eager", "-p", "no:cacheprovider")
@@ -78,6 +78,33 @@ def test_a_slower_working_tree_fails_against_its_base(repo: pytest.Pytester) -> 
     assert eager.change > 5
     assert eager.change_se is not None
     assert eager.change_se > 0
+
+
+def test_duet_pairs_catch_a_slower_working_tree(repo: pytest.Pytester) -> None:
+    """A real A/B in duet pairs (``--perf-ab-schedule duet``): both sides' fresh processes at
+    once on their own cores (on a machine with two cores or more; elsewhere the session says it
+    fell back), and the verdict."""
+    (repo.path / "mypkg" / "work.py").write_text(WORK.format(factor=30))  # 30x the work, uncommitted
+    result = repo.runpytest_subprocess(
+        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2", "--perf-ab-max-pairs=3",
+        "--perf-ab-schedule=duet",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    cores = duet.duet_cores(1)
+    if isinstance(cores, str):
+        result.stdout.fnmatch_lines(["*A/B: sequential pairs instead of a duet: *"])
+        result.stdout.fnmatch_lines(["*performance regression: tests/test_w.py::test_work*paired over*"])
+        return
+    a, b = (duet.describe(c) for c in cores)
+    result.stdout.fnmatch_lines(
+        [
+            f"*A/B: duet pairs: REF and the working tree at once, on {a} and {b}, swapped every pair*",
+            f"*pair 1/2 (A on {a} with B on {b})*",
+            f"*pair 2/2 (A on {b} with B on {a})*",
+            "*performance regression: tests/test_w.py::test_work [[]eager[]]: A/B against HEAD: *change +*"
+            "paired over * duet pairs*",
+        ]
+    )
 
 
 def test_a_test_that_does_not_exist_at_ref_is_a_new_benchmark(repo: pytest.Pytester) -> None:

@@ -1,10 +1,9 @@
 """Duet pairs (``--perf-ab-schedule duet``): the cores each side gets, the pin a fresh process
-and its threads carry, both sides truly at once, and one real A/B session run as duets."""
+and its threads carry, both sides truly at once, (one real A/B session in duet pairs is in test_ab)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import types
@@ -154,54 +153,3 @@ def test_a_duet_the_machine_cannot_run_falls_back_to_sequential_pairs_with_a_not
     (note,) = said
     assert note.startswith("keisei-perf: A/B: sequential pairs instead of a duet: ")
     assert "--perf-threads 4096" in note or "cannot pin" in note
-
-
-FAST = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-modes=eager", "-p", "no:cacheprovider")
-WORK = "def work(n=2000):\n    return sum(range(n * {factor}))\n"
-TEST = """
-import pytest
-from mypkg.work import work
-
-@pytest.mark.perf
-def test_work(perf):
-    perf.benchmark(work)
-"""
-
-
-def test_a_duet_a_b_session_catches_a_slower_working_tree(tmp_path: Path) -> None:
-    """A real A/B in duet pairs: both sides' fresh processes at once on their own cores (on a
-    machine with two cores or more; elsewhere the session says it fell back), and the verdict."""
-    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
-    (tmp_path / "mypkg").mkdir()
-    (tmp_path / "mypkg" / "__init__.py").write_text("")
-    (tmp_path / "mypkg" / "work.py").write_text(WORK.format(factor=1))
-    (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_w.py").write_text(TEST)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "base"]):
-        subprocess.run([*git, *args], cwd=tmp_path, check=True, capture_output=True)
-    (tmp_path / "mypkg" / "work.py").write_text(WORK.format(factor=30))  # 30x the work, uncommitted
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2",
-         "--perf-ab-max-pairs=3", "--perf-ab-schedule=duet"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out
-    lines = pytest.LineMatcher(out.splitlines())
-    cores = duet.duet_cores(1)
-    if isinstance(cores, str):
-        lines.fnmatch_lines(["*A/B: sequential pairs instead of a duet: *"])
-        lines.fnmatch_lines(["*performance regression: tests/test_w.py::test_work*paired over*"])
-        return
-    a, b = (duet.describe(c) for c in cores)
-    lines.fnmatch_lines(
-        [
-            f"*A/B: duet pairs: REF and the working tree at once, on {a} and {b}, swapped every pair*",
-            f"*pair 1/2 (A on {a} with B on {b})*",
-            f"*pair 2/2 (A on {b} with B on {a})*",
-            "*performance regression: tests/test_w.py::test_work [[]eager[]]: A/B against HEAD: *change +*"
-            "paired over * duet pairs*",
-        ]
-    )
