@@ -2,8 +2,9 @@
 
 Not a unit test: it runs real pytest sessions for tens of minutes and reports counts. It
 
-1. writes a throwaway git project whose one test times ``resnet_tower_tiny`` (eager, 1 thread)
-   with an optional injected slowdown read from ``slowdown.txt`` beside the test: a spin-wait of
+1. writes a throwaway git project whose one test times one forward pass of ``--arch`` (default
+   ``resnet_tower_tiny``; the project's suite times ``resnet_tower``) at ``--batch-size``, eager, 1
+   thread, with an optional injected slowdown read from ``slowdown.txt`` beside the test: a spin-wait of
    that fraction of the forward time, calibrated in each process so that "10%" means 10% of what
    that process measures. The commit says 0; a run writes its condition there, uncommitted;
 2. baselines the stored-baseline gate with ``--perf-update-baseline`` (and pytest-benchmark with
@@ -49,8 +50,8 @@ import keisei_models
 
 torch.set_num_threads(1)
 SLOWDOWN = float((Path(__file__).parent / "slowdown.txt").read_text())
-MODEL = keisei_models.build("resnet_tower_tiny", seed=0).eval()
-(X,) = keisei_models.example_inputs("resnet_tower_tiny", batch_size=8)
+MODEL = keisei_models.build("{arch}", seed=0).eval()
+(X,) = keisei_models.example_inputs("{arch}", batch_size={batch_size})
 
 
 def _median_forward_s() -> float:
@@ -145,9 +146,10 @@ def _git(project: Path, *args: str) -> None:
     )  # fmt: skip
 
 
-def make_project(root: Path) -> None:
-    (root / "test_ours.py").write_text(TEST_MODULE + OURS)
-    (root / "test_pytest_benchmark.py").write_text(TEST_MODULE + PYTEST_BENCHMARK)
+def make_project(root: Path, arch: str, batch_size: int) -> None:
+    module = TEST_MODULE.replace("{arch}", arch).replace("{batch_size}", str(batch_size))
+    (root / "test_ours.py").write_text(module + OURS)
+    (root / "test_pytest_benchmark.py").write_text(module + PYTEST_BENCHMARK)
     (root / "slowdown.txt").write_text("0")
     (root / "pytest.ini").write_text("[pytest]\naddopts = -p no:randomly\n")
     (root / ".gitignore").write_text(".bench/\nbaselines/\n*.json\n")
@@ -257,6 +259,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="gated runs per condition and tool")
     parser.add_argument("--seed", type=int, default=0, help="seed of the interleaving order")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated, of: " + ", ".join(TOOLS))
+    parser.add_argument("--arch", default="resnet_tower_tiny", help="the keisei_models architecture timed")
+    parser.add_argument("--batch-size", type=int, default=8, help="its batch size")
     parser.add_argument("--jsonl", type=Path, help="append every trial here as it happens")
     parser.add_argument("--keep", action="store_true", help="keep the throwaway project")
     parser.add_argument("--summarise", type=Path, metavar="JSONL", help="print the tables of earlier trials")
@@ -275,7 +279,7 @@ def main() -> None:
             sys.exit("pytest-benchmark is needed for the comparison: pip install pytest-benchmark")
 
     root = Path(tempfile.mkdtemp(prefix="keisei-gate-e2e-"))
-    make_project(root)
+    make_project(root, opts.arch, opts.batch_size)
     ours = ["test_ours.py", "-m", "perf", "-p", "no:benchmark"]
     ab = [*ours, "--perf-compare-ref=HEAD"]
     theirs = ["test_pytest_benchmark.py", "-p", "no:keisei_perf", "--benchmark-storage", str(root / ".bench")]
