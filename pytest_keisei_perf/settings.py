@@ -234,7 +234,7 @@ class PerfSettings:
     compare_ref: str | None = None
     ab_pairs: int = 5
     ab_max_pairs_set: int | None = None
-    ab_schedule: str = "sequential"
+    ab_schedule: str = "duet"
     import_roots: tuple[str, ...] = ()
 
     @property
@@ -515,9 +515,9 @@ _OPTIONS: Final = (
         "ab_schedule",
         "--perf-ab-schedule",
         _one_of(AB_SCHEDULES),
-        "how --perf-compare-ref runs a pair: sequential (REF then working tree, the default) or "
-        "duet (both at once, each pinned to its own cores; falls back to sequential where the "
-        "machine cannot)",
+        "how --perf-compare-ref runs a pair: duet (REF and the working tree at once, each pinned "
+        "to its own cores; the default, and sequential pairs where the machine cannot) or "
+        "sequential (REF, then the working tree)",
         metavar="{sequential,duet}",
     ),
     _Option(

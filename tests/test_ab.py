@@ -56,15 +56,18 @@ def repo(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_a_slower_working_tree_fails_against_its_base(repo: pytest.Pytester) -> None:
+    """In sequential pairs (the duet, the default, has its own test below)."""
     (repo.path / "mypkg" / "work.py").write_text(WORK.format(factor=30))  # 30x the work, uncommitted
     history = repo.path / "perf-history.jsonl"
     result = repo.runpytest_subprocess(
-        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=4", f"--perf-history={history}"
-    )
+        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=4", f"--perf-history={history}",
+        "--perf-ab-schedule=sequential",
+    )  # fmt: skip
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         ["*performance regression: tests/test_w.py::test_work [[]eager[]]: A/B against HEAD: *change +*"]
     )
+    assert "duet" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*keisei-perf: 1 A/B summaries appended to *perf-history.jsonl*"])
     # the history keeps the change against REF, which needs no host identity to chain
     (entry,), problems = read_history(history)
@@ -81,7 +84,7 @@ def test_a_slower_working_tree_fails_against_its_base(repo: pytest.Pytester) -> 
 
 
 def test_duet_pairs_catch_a_slower_working_tree(repo: pytest.Pytester) -> None:
-    """A real A/B in duet pairs (``--perf-ab-schedule duet``): both sides' fresh processes at
+    """A real A/B in duet pairs (the default, asked for by name here): both sides' fresh processes at
     once on their own cores (on a machine with two cores or more; elsewhere the session says it
     fell back), and the verdict."""
     (repo.path / "mypkg" / "work.py").write_text(WORK.format(factor=30))  # 30x the work, uncommitted
@@ -146,7 +149,7 @@ def test_identical_code_passes_and_nothing_is_stored(identical_selection: tuple[
     pytest.LineMatcher(out.splitlines()).fnmatch_lines(
         [
             "*tests/test_w.py::test_work [[]eager[]]: A/B against HEAD: median * vs * at HEAD; change *, "
-            "paired over 3 pairs*",
+            "paired over 3 *pairs*",
         ]
     )
     assert not (root / "baselines").exists()
@@ -189,7 +192,7 @@ def test_an_unclear_answer_takes_more_pairs_then_is_inconclusive_not_a_pass(repo
             "*A/B tests/test_w.py::test_work: unclear after 2 pairs; adding pairs, up to 3 "
             "(--perf-ab-max-pairs)",
             "*A/B tests/test_w.py::test_work: pair 3/3 *",
-            "*test_work [[]eager[]]: A/B against HEAD: * paired over 3 pairs, *inconclusive, not a pass: "
+            "*test_work [[]eager[]]: A/B against HEAD: * paired over 3 *pairs, *inconclusive, not a pass: "
             "after 3 pairs it can detect only *, past the 0.1% threshold*(--perf-fail-inconclusive)",
             "keisei-perf: INCONCLUSIVE (compared, but the answer is unclear): 1 benchmark(s), 1 mode(s);*",
         ]

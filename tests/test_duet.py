@@ -141,8 +141,9 @@ def _role(schedule: str, threads: int) -> tuple[ab.ABRole, list[str]]:
     return ab.ABRole(session), said  # type: ignore[arg-type]
 
 
-def test_sequential_is_the_default_and_asks_for_no_cores() -> None:
-    role, said = _role(PerfSettings().ab_schedule, 1)
+def test_duet_is_the_default_and_sequential_asks_for_no_cores() -> None:
+    assert PerfSettings().ab_schedule == "duet"
+    role, said = _role("sequential", 1)
     assert role._duet_cores() is None
     assert said == []
 
