@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["Cores", "describe", "duet_cores", "run_together", "spawn_pinned"]
+__all__ = ["Cores", "describe", "duet_cores", "physical_cores", "run_together", "spawn_pinned"]
 
 #: The cores of side A and of side B in the first pair (swapped in every other pair).
 Cores = tuple[frozenset[int], frozenset[int]]
@@ -25,25 +25,78 @@ Cores = tuple[frozenset[int], frozenset[int]]
 T = TypeVar("T")
 
 
-def duet_cores(threads: int, available: Collection[int] | None = None) -> Cores | str:
+def duet_cores(
+    threads: int,
+    available: Collection[int] | None = None,
+    topology: Mapping[int, Hashable] | None = None,
+) -> Cores | str:
     """Two disjoint sets of ``threads`` cores for a duet, or why this machine cannot run one.
 
     The sets come from the end of the cores this process may use, leaving the first ones (where
     the system tends to run its own work) to everything else when there are more than enough.
+    Where ``topology`` (each CPU's physical core; read from the kernel when ``available`` is
+    not given) shows SMT siblings, the two sides get separate physical cores when there are
+    enough: two hardware threads of one core share its execution units, so each side would time
+    the other's work as well as its own.
     """
     if available is None:
         getter = getattr(os, "sched_getaffinity", None)
         if getter is None or not hasattr(os, "sched_setaffinity"):
             return "this platform cannot pin a process to cores (no os.sched_setaffinity)"
         available = getter(0)
+        if topology is None:
+            topology = physical_cores(available)
     cores = sorted(available)
     if len(cores) < 2 * threads:
         return (
             f"{len(cores)} core(s) available to this process and --perf-threads {threads}: a duet "
             f"needs two separate sets of {threads}"
         )
+    if topology is not None:
+        separate = _on_separate_physical_cores(cores, threads, topology)
+        if separate is not None:
+            return separate
     chosen = cores[len(cores) - 2 * threads :]
     return frozenset(chosen[:threads]), frozenset(chosen[threads:])
+
+
+def _on_separate_physical_cores(
+    cores: Sequence[int], threads: int, topology: Mapping[int, Hashable]
+) -> Cores | None:
+    """Side B from the last physical cores, side A from the ones before, whole physical cores
+    each; None when the physical cores run out first."""
+    groups: dict[Hashable, list[int]] = {}
+    for cpu in cores:  # sorted, so the groups come in the order of their first CPU
+        groups.setdefault(topology.get(cpu, ("cpu", cpu)), []).append(cpu)
+    remaining = list(groups.values())
+    sides: list[frozenset[int]] = []
+    for _ in range(2):
+        taken: list[int] = []
+        while len(taken) < threads and remaining:
+            taken += remaining.pop()
+        if len(taken) < threads:
+            return None
+        sides.append(frozenset(sorted(taken)[:threads]))
+    side_b, side_a = sides
+    return side_a, side_b
+
+
+def physical_cores(
+    cpus: Collection[int], root: Path = Path("/sys/devices/system/cpu")
+) -> dict[int, tuple[int, int]] | None:
+    """Each CPU's (package, core) from the kernel's topology files (Linux), or None where they
+    cannot be read."""
+    found: dict[int, tuple[int, int]] = {}
+    for cpu in cpus:
+        folder = root / f"cpu{cpu}" / "topology"
+        try:
+            found[cpu] = (
+                int((folder / "physical_package_id").read_text()),
+                int((folder / "core_id").read_text()),
+            )
+        except (OSError, ValueError):
+            return None
+    return found
 
 
 def describe(cores: Collection[int]) -> str:

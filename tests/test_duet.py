@@ -25,6 +25,41 @@ def test_the_two_sides_get_disjoint_cores_from_the_end() -> None:
     assert duet.duet_cores(2, available=range(8)) == (frozenset({4, 5}), frozenset({6, 7}))
 
 
+#: Two physical cores with two hardware threads each, numbered the two ways kernels number them.
+ADJACENT_SIBLINGS = {0: (0, 0), 1: (0, 0), 2: (0, 1), 3: (0, 1)}
+SPLIT_SIBLINGS = {0: (0, 0), 1: (0, 1), 2: (0, 0), 3: (0, 1)}
+
+
+@pytest.mark.parametrize(
+    ("topology", "threads", "expected"),
+    [
+        (ADJACENT_SIBLINGS, 1, ({0}, {2})),  # not {2} and {3}: one core's two threads
+        (ADJACENT_SIBLINGS, 2, ({0, 1}, {2, 3})),
+        (SPLIT_SIBLINGS, 1, ({0}, {1})),
+        (SPLIT_SIBLINGS, 2, ({0, 2}, {1, 3})),  # not {0, 1} and {2, 3}: both cores on both sides
+    ],
+)
+def test_the_two_sides_get_separate_physical_cores_where_threads_are_siblings(
+    topology: dict[int, tuple[int, int]], threads: int, expected: tuple[set[int], set[int]]
+) -> None:
+    assert duet.duet_cores(threads, available=range(4), topology=topology) == tuple(map(frozenset, expected))
+
+
+def test_too_few_physical_cores_still_gives_two_sides_of_hardware_threads() -> None:
+    one_core = {0: (0, 0), 1: (0, 0)}
+    assert duet.duet_cores(1, available={0, 1}, topology=one_core) == (frozenset({0}), frozenset({1}))
+
+
+def test_physical_cores_come_from_the_kernels_topology_files(tmp_path: Path) -> None:
+    for cpu, (package, core) in SPLIT_SIBLINGS.items():
+        folder = tmp_path / f"cpu{cpu}" / "topology"
+        folder.mkdir(parents=True)
+        (folder / "physical_package_id").write_text(f"{package}\n")
+        (folder / "core_id").write_text(f"{core}\n")
+    assert duet.physical_cores(range(4), root=tmp_path) == SPLIT_SIBLINGS
+    assert duet.physical_cores(range(5), root=tmp_path) is None  # cpu4 unknown: no topology at all
+
+
 @pytest.mark.parametrize(("threads", "cores"), [(1, {0}), (2, {0, 1, 2})])
 def test_too_few_cores_for_two_sides_says_why(threads: int, cores: set[int]) -> None:
     why = duet.duet_cores(threads, available=cores)
