@@ -354,10 +354,18 @@ def policy_failures(
     failures = []
     for mode, verdict in verdicts.items():
         if verdict.status == "no-baseline" and require_baseline and verdict.not_compared != "new":
-            failures.append(f"{label} [{mode}]: {verdict.message} (--perf-require-baseline)")
+            failures.append(f"{_with_mode(label, mode, verdict.message)} (--perf-require-baseline)")
         if verdict.status == "inconclusive" and fail_inconclusive:
             failures.append(f"{verdict.message} (--perf-fail-inconclusive)")
     return failures
+
+
+def _with_mode(label: str, mode: str, message: str) -> str:
+    """``message`` naming ``label [mode]`` once: a message about the whole benchmark gains the mode."""
+    named = f"{label} [{mode}]"
+    if message.startswith(named):
+        return message
+    return f"{named}: {message.removeprefix(f'{label}: ')}"
 
 
 def decision_verdict(

@@ -208,8 +208,22 @@ def test_every_reason_for_not_comparing_is_said_without_v(project: pytest.Pytest
             "re-baseline on this host if the host changed",
         ]
     )
-    failed = project.runpytest(*FAST, "--perf-require-baseline", "--perf-threshold=0.5")
+    # the same reasons fail with --perf-require-baseline (the host check needs no confirmation
+    # here: the session's own fresh process already times the reference 3x faster)
+    failed = project.runpytest(
+        *FAST, "--perf-require-baseline", "--perf-threshold=0.5", "--perf-confirm-runs=0"
+    )
     failed.assert_outcomes(failed=3)
+    failed.stdout.fnmatch_lines(
+        [
+            "test_work.py::test_busy [[]eager[]]: not compared: this host differs from the baseline's "
+            "*(--perf-require-baseline)",
+            "test_work.py::test_graphs [[]eager[]]: not compared: only 2 baseline run(s)*"
+            "(--perf-require-baseline)",
+            "test_work.py::test_picky [[]*[]]: not compared: no baseline entry for this id*"
+            "(--perf-require-baseline)",
+        ]
+    )
 
 
 def test_baseline_of_another_device_is_not_compared(project: pytest.Pytester) -> None:

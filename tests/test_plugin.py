@@ -387,7 +387,7 @@ def test_x(perf):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*test_x [[]eager[]]: test_require_baseline_fails_without_one.py::test_x: not compared: "
+            "*test_require_baseline_fails_without_one.py::test_x [[]eager[]]: not compared: "
             "no baseline under this machine key *; create one with pytest -m perf "
             "--perf-update-baseline (--perf-require-baseline)*",
             "keisei-perf: NOT COMPARED (no baseline under this machine key): 1 benchmark(s), 1 mode(s);*",
