@@ -150,7 +150,7 @@ def test_updates_keep_history_and_a_creeping_slowdown_is_caught(
     """Five re-baselines of +4% each: no single one crosses 5%, the drift of 22% does."""
     monkeypatch.setenv("KEISEI_PERF_MACHINE", "history-box")
     pytester.makepyfile(test_work=WORKLOAD)
-    update = pytester.runpytest_subprocess(*FAST, "--perf-update-baseline", "--perf-baseline-runs=3")
+    update = pytester.runpytest(*FAST, "--perf-update-baseline", "--perf-baseline-runs=3")
     assert update.ret == 0, update.stdout.str()
     update.stdout.fnmatch_lines(
         ["*keisei-perf: history of 1 benchmark(s) kept in *history-box-*.history.jsonl"]
@@ -160,7 +160,7 @@ def test_updates_keep_history_and_a_creeping_slowdown_is_caught(
     assert (first.kind, first.runs, first.benchmark_id) == ("baseline", 3, "test_work.py::test_busy")
     # the runs an update replaces get a summary of their own when they had none (older files)
     path.unlink()
-    again = pytester.runpytest_subprocess(*FAST, "--perf-update-baseline", "--perf-baseline-runs=3")
+    again = pytester.runpytest(*FAST, "--perf-update-baseline", "--perf-baseline-runs=3")
     assert again.ret == 0, again.stdout.str()
     assert [e.runs for e in read_history(path)[0]] == [3, 3]
     # history as five +4% re-baselines would have left it
@@ -179,7 +179,7 @@ def test_updates_keep_history_and_a_creeping_slowdown_is_caught(
     path.write_text("".join(json.dumps(e.to_json()) + "\n" for e in creeping))
     history = pytester.path / "runs.jsonl"
     history.write_text("{corrupt\n")
-    warned = pytester.runpytest_subprocess(*FAST, "--perf-confirm-runs=0", f"--perf-history={history}")
+    warned = pytester.runpytest(*FAST, "--perf-confirm-runs=0", f"--perf-history={history}")
     warned.stdout.fnmatch_lines(
         [
             "*PerfDriftWarning: test_work.py::test_busy [[]eager[]]: drifted +21.7% over 6 re-baselines "
@@ -191,11 +191,11 @@ def test_updates_keep_history_and_a_creeping_slowdown_is_caught(
     lines = history.read_text().splitlines()
     assert lines[0] == "{corrupt"
     assert HistoryEntry.from_json(json.loads(lines[1])).kind == "run"
-    failed = pytester.runpytest_subprocess(*FAST, "--perf-confirm-runs=0", "--perf-fail-drift")
+    failed = pytester.runpytest(*FAST, "--perf-confirm-runs=0", "--perf-fail-drift")
     failed.assert_outcomes(failed=1)
     failed.stdout.fnmatch_lines(["*drifted +21.7% over 6 re-baselines*(--perf-fail-drift)*"])
     # measured from the fifth entry on, two +4% steps are below nothing that counts
-    since = pytester.runpytest_subprocess(*FAST, "--perf-confirm-runs=0", "--perf-drift-since=c4")
+    since = pytester.runpytest(*FAST, "--perf-confirm-runs=0", "--perf-drift-since=c4")
     assert "drifted" not in since.stdout.str()
 
 

@@ -679,9 +679,9 @@ def test_broken(perf):
     perf.benchmark(lambda: 1 / 0)
 """
     )
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest(
         "--perf-rounds=5", "--perf-budget=0.01", "-p", "no:cacheprovider", "--perf-update-baseline",
-        "--perf-baseline-runs=3",
+        "--perf-baseline-runs=3", "--perf-compile-backend=eager",
     )  # fmt: skip
     result.assert_outcomes(passed=1, failed=1)
     (path,) = (pytester.path / "baselines").glob("smoke-box-*.json")
@@ -765,12 +765,12 @@ def test_variants(perf):
 """
     )
     fast = ("--perf-rounds=5", "--perf-budget=0.02", "-p", "no:cacheprovider")
-    made = pytester.runpytest_subprocess(*fast, "--perf-update-baseline", "--perf-baseline-runs=3")
+    made = pytester.runpytest(*fast, "--perf-update-baseline", "--perf-baseline-runs=3")
     assert made.ret == pytest.ExitCode.OK, made.stdout.str()
     (path,) = (pytester.path / "baselines").glob("compare-box-*.json")
     (entry,) = json.loads(path.read_text())["benchmarks"].values()
     assert [sorted(run["modes"]) for run in entry["runs"]] == [["fused", "plain"]] * 3
-    gated = pytester.runpytest_subprocess(*fast, "-v", "--perf-threshold=10")
+    gated = pytester.runpytest(*fast, "-v", "--perf-threshold=10")
     assert gated.ret == pytest.ExitCode.OK, gated.stdout.str()
     gated.stdout.re_match_lines(
         [r"test_variants\s+plain\s.*\s(pass|improvement)\s", r"test_variants\s+fused\s.*"]

@@ -56,7 +56,7 @@ def test_a_baseline_outside_the_project_is_found_from_any_rootdir(
     (project / "tests" / "test_s.py").write_text(BUSY)
     store = pytester.path / "ci" / "baselines"
     monkeypatch.chdir(project)
-    made = pytester.runpytest_subprocess(
+    made = pytester.runpytest(
         *FAST, f"--perf-baseline-dir={store}", "--perf-update-baseline", "--perf-baseline-runs=3"
     )
     assert made.ret == pytest.ExitCode.OK, made.stdout.str()
@@ -64,7 +64,7 @@ def test_a_baseline_outside_the_project_is_found_from_any_rootdir(
     assert list(json.loads(path.read_text())["benchmarks"]) == ["tests/test_s.py::test_busy"]
     monkeypatch.chdir(pytester.path)
     report = pytester.path / "report.json"
-    gated = pytester.runpytest_subprocess(
+    gated = pytester.runpytest(
         *FAST, "proj/tests/test_s.py", "--perf-baseline-dir", str(store), f"--perf-json={report}",
         "--perf-threshold=10",
     )  # fmt: skip
@@ -98,7 +98,7 @@ def test_crash(perf):
     perf.benchmark(sum, range(10))
 """
     )
-    result = pytester.runpytest_subprocess(*FAST, "--perf-update-baseline", "--perf-baseline-runs=3")
+    result = pytester.runpytest(*FAST, "--perf-update-baseline", "--perf-baseline-runs=3")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
@@ -125,11 +125,11 @@ def test_flaky(perf):
     perf.benchmark(sum, range(int(os.environ.get("KP_N", "2000"))))
 """
     )
-    made = pytester.runpytest_subprocess(*FAST, "--perf-update-baseline", "--perf-baseline-runs=3")
+    made = pytester.runpytest(*FAST, "--perf-update-baseline", "--perf-baseline-runs=3")
     assert made.ret == pytest.ExitCode.OK, made.stdout.str()
     monkeypatch.setenv("KP_SKIP_IN_WORKER", "1")
     monkeypatch.setenv("KP_N", "200000")  # 100x the work: certainly a suspect
-    result = pytester.runpytest_subprocess(*FAST, "--perf-confirm-runs=1")
+    result = pytester.runpytest(*FAST, "--perf-confirm-runs=1")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
