@@ -267,7 +267,7 @@ def test_work(perf):
 """
     )
     fast = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-compile-backend=eager", "-p", "no:cacheprovider")
-    update = pytester.runpytest_subprocess(*fast, "--perf-update-baseline", "--perf-baseline-runs=3")
+    update = pytester.runpytest(*fast, "--perf-update-baseline", "--perf-baseline-runs=3")
     assert update.ret == 0, update.stdout.str()
     (path,) = (pytester.path / "baselines").glob("state-box-*.json")
     data = json.loads(path.read_text())
@@ -275,7 +275,7 @@ def test_work(perf):
         for run in entry["runs"]:
             run["modes"]["compiled"]["compile_cache"] = "cold"
     path.write_text(json.dumps(data))
-    result = pytester.runpytest_subprocess(*fast)
+    result = pytester.runpytest(*fast)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
