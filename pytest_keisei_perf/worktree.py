@@ -84,12 +84,16 @@ class RefCheckout:
         left behind are swept first, and SIGTERM now cleans up as SIGINT does."""
         if self.folder is None:
             sweep_stale_checkouts(self.toplevel)
+            # before the checkout exists: a SIGTERM while git makes it must not leave it behind
+            self._catch_sigterm()
             parent = Path(tempfile.mkdtemp(prefix=_FOLDER_PREFIX))
             (parent / _OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
-            folder = parent / "ref"
-            _git(["worktree", "add", "--detach", str(folder), self.commit], self.toplevel)
-            self.folder = folder
-            self._catch_sigterm()
+            self.folder = parent / "ref"
+            try:
+                _git(["worktree", "add", "--detach", str(self.folder), self.commit], self.toplevel)
+            except BaseException:  # a failed or interrupted checkout is removed, half made or not
+                self.close()
+                raise
         return self.folder
 
     def close(self) -> None:

@@ -164,6 +164,40 @@ def test_sigterm_removes_the_ref_checkout(pytester: pytest.Pytester) -> None:
     assert set(Path(tempfile.gettempdir()).glob("keisei-perf-ref-*")) <= before
 
 
+def test_sigterm_is_caught_before_the_checkout_exists_and_a_half_made_one_is_removed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI once sent SIGTERM between ``git worktree add`` and the handler: the process died with
+    -15 and left its checkout. The handler now comes first, and an interrupted add is undone."""
+    _commit(pytester.path, {"w": ""})
+    real_git = worktree._git
+    handlers = []
+
+    def interrupted_add(args: list[str], cwd: Path) -> str:
+        if args[:2] == ["worktree", "add"]:
+            handlers.append(signal.getsignal(signal.SIGTERM))
+            real_git(args, cwd)  # the checkout exists, as when the signal came
+            raise KeyboardInterrupt("signal 15")
+        return real_git(args, cwd)
+
+    monkeypatch.setattr(worktree, "_git", interrupted_add)
+    before = set(Path(tempfile.gettempdir()).glob("keisei-perf-ref-*"))
+    checkout = worktree.RefCheckout("HEAD", pytester.path)
+    outer = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a pytest run of its own
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            checkout.open()
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, outer)
+    assert len(handlers) == 1
+    assert handlers[0] is not signal.SIG_DFL  # caught before git made the checkout
+    assert after is signal.SIG_DFL  # and given back when the checkout was undone
+    assert len(_worktrees(pytester.path)) == 1
+    assert set(Path(tempfile.gettempdir()).glob("keisei-perf-ref-*")) <= before
+    assert checkout.folder is None
+
+
 def test_a_checkout_whose_session_died_is_swept_at_the_next_start(pytester: pytest.Pytester) -> None:
     _commit(pytester.path, {"w": ""})
     dead = subprocess.run(
