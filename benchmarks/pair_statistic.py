@@ -36,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gate_e2e
+from scipy.stats import median_abs_deviation
 
 from pytest_keisei_perf.ab import PairPlan, gather_pairs
 from pytest_keisei_perf.duet import duet_cores
@@ -93,8 +94,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
             continue
         for statistic in ("normalised", "raw"):
             values = [float(r[statistic]) for r in mine]
-            median = statistics.median(values)
-            mad = 1.4826 * statistics.median(abs(v - median) for v in values)
+            mad = float(median_abs_deviation(values, scale="normal"))
             lines.append(
                 f"| {schedule} | {statistic} | {len(values)} | {math.expm1(statistics.fmean(values)):+.2%} | "
                 f"{statistics.stdev(values):.4f} | {mad:.4f} |"

@@ -86,10 +86,10 @@ class RefCheckout:
             sweep_stale_checkouts(self.toplevel)
             # before the checkout exists: a SIGTERM while git makes it must not leave it behind
             self._catch_sigterm()
-            parent = Path(tempfile.mkdtemp(prefix=_FOLDER_PREFIX))
-            (parent / _OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
-            self.folder = parent / "ref"
             try:
+                parent = Path(tempfile.mkdtemp(prefix=_FOLDER_PREFIX))
+                self.folder = parent / "ref"
+                (parent / _OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
                 _git(["worktree", "add", "--detach", str(self.folder), self.commit], self.toplevel)
             except BaseException:  # a failed or interrupted checkout is removed, half made or not
                 self.close()
@@ -97,15 +97,17 @@ class RefCheckout:
         return self.folder
 
     def close(self) -> None:
-        if self.folder is None:
-            return
-        try:
-            _git(["worktree", "remove", "--force", str(self.folder)], self.toplevel)
-        except ABError:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            subprocess.run(["git", "worktree", "prune"], cwd=self.toplevel, capture_output=True, check=False)
-        shutil.rmtree(self.folder.parent, ignore_errors=True)
-        self.folder = None
+        """Remove the checkout, if any, and give SIGTERM back, whether or not one was made."""
+        if self.folder is not None:
+            try:
+                _git(["worktree", "remove", "--force", str(self.folder)], self.toplevel)
+            except ABError:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                subprocess.run(
+                    ["git", "worktree", "prune"], cwd=self.toplevel, capture_output=True, check=False
+                )
+            shutil.rmtree(self.folder.parent, ignore_errors=True)
+            self.folder = None
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
