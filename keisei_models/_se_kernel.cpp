@@ -3,7 +3,10 @@
 //
 // Each sample is handled whole by one thread: its [C, H*W] plane is pooled and then scaled while
 // it is still in that core's cache, where the composite block sweeps the whole batch once per op.
-#include <ATen/ATen.h>
+// Narrow headers, not ATen/ATen.h: every user builds this once per CPU kind and torch version,
+// and the whole of ATen's declarations makes that first build about twice as long.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
