@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from . import formats
 from .files import write_json_atomic
 from .locks import lock_beside
 from .record import utc_now
@@ -38,7 +38,6 @@ __all__ = [
     "machine_key",
     "prune_file",
     "run_record",
-    "sample_problem",
 ]
 
 #: Version of the baseline layout. 1: first release.
@@ -147,96 +146,20 @@ def run_record(result: Mapping[str, Any], *, git_commit: str | None) -> dict[str
     }
 
 
-def sample_problem(samples: Any) -> str | None:
-    """Why ``samples`` is not a non-empty list of positive finite seconds, or None if it is."""
-    if not isinstance(samples, list) or not samples:
-        return "must be a non-empty list of seconds"
-    for value in samples:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            return f"holds {value!r}; samples must be positive finite seconds"
-    return None
-
-
-def _check_samples(path: Path, where: str, samples: Any) -> None:
-    problem = sample_problem(samples)
-    if problem:
-        raise BaselineError(f"{path}: {where} {problem}")
-
-
-_NUMBER = (int, float)
-#: The type of every field of a stored run that the gate or the record reads (absent is fine:
-#: older runs lack some), each with the words an error uses.
-_RUN_FIELDS: Final[dict[str, tuple[tuple[type, ...], str]]] = {
-    "device": ((str,), "a device name such as 'cpu'"),
-    "threads": ((int,), "a whole number of threads"),
-    "compile_kwargs": ((dict,), "an object of torch.compile arguments"),
-    "reference_version": ((int,), "a whole number"),
-    "speedup": (_NUMBER, "a number"),
-    "git_commit": ((str,), "a commit id"),
-    "timestamp": ((str,), "a time stamp"),
-}
-_MODE_FIELDS: Final[dict[str, tuple[tuple[type, ...], str]]] = {
-    "calls_per_round": ((int,), "a whole number"),
-    "compile_time_s": (_NUMBER, "seconds"),
-    "compile_cache": ((str,), "a compile-cache state"),
-    "compile_counters": ((dict,), "an object of counters"),
-    "fallback": ((bool,), "true or false"),
-    "fallback_error": ((str,), "a message"),
-    "graph_count": ((int,), "a whole number"),
-    "graph_breaks": ((int,), "a whole number"),
-    "recompiles": ((int,), "a whole number"),
-    "p95_s": (_NUMBER, "seconds"),
-}
-
-
-def _check_fields(path: Path, where: str, facts: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
-    """Every known field present in ``facts`` has its type (None stands for "not measured")."""
-    for name, (kinds, words) in spec.items():
-        value = facts.get(name)
-        if value is None:
-            continue
-        wrong_bool = isinstance(value, bool) and bool not in kinds
-        if wrong_bool or not isinstance(value, kinds):
-            raise BaselineError(f"{path}: {where}.{name} must be {words} or null, got {value!r}")
-
-
 def validate(path: Path, data: Any) -> dict[str, Any]:
-    """Check the whole document; raise :class:`BaselineError` naming the first problem."""
+    """Check the whole document against the baseline format (:mod:`.formats`); raise
+    :class:`BaselineError` naming the file and the first problem."""
     if not isinstance(data, dict):
         raise BaselineError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     version = data.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise BaselineError(f"{path}: missing or invalid schema_version (got {version!r})")
-    if version > SCHEMA_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise BaselineError(
             f"{path}: schema_version {version} is newer than this pytest-keisei-perf understands "
             f"({SCHEMA_VERSION}); upgrade the plugin"
         )
-    if version != SCHEMA_VERSION:
-        raise BaselineError(f"{path}: unknown schema_version {version}")
-    benchmarks = data.get("benchmarks")
-    if not isinstance(benchmarks, dict):
-        raise BaselineError(f"{path}: 'benchmarks' must be an object")
-    for bench_id, entry in benchmarks.items():
-        runs = entry.get("runs") if isinstance(entry, dict) else None
-        if not isinstance(runs, list):
-            raise BaselineError(f"{path}: benchmarks[{bench_id!r}] must be an object with a 'runs' list")
-        for i, run in enumerate(runs):
-            where = f"benchmarks[{bench_id!r}].runs[{i}]"
-            if not isinstance(run, dict) or not isinstance(run.get("modes"), dict):
-                raise BaselineError(f"{path}: {where} must be an object with 'modes'")
-            _check_samples(path, f"{where}.reference_samples_s", run.get("reference_samples_s"))
-            _check_fields(path, where, run, _RUN_FIELDS)
-            for mode, facts in run["modes"].items():
-                if not isinstance(facts, dict):
-                    raise BaselineError(f"{path}: {where}.modes[{mode!r}] must be an object")
-                _check_samples(path, f"{where}.modes[{mode!r}].samples_s", facts.get("samples_s"))
-                _check_fields(path, f"{where}.modes[{mode!r}]", facts, _MODE_FIELDS)
+    problem = formats.first_problem("baseline", data)
+    if problem:
+        raise BaselineError(f"{path}: {problem}")
     return data
 
 

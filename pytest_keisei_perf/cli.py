@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, gate, stats
-from .baseline import BaselineError, load, prune_file, sample_problem
+from . import __version__, formats, gate, stats
+from .baseline import BaselineError, load, prune_file
 from .ledger import FalseDiscoveryLedger
 from .record import RunRecord, comparability_problem, median_of_runs
 from .report import format_duration
@@ -67,29 +67,21 @@ def read_runs(path: Path) -> RunSet:
         return RunSet(path, {b: list(e["runs"]) for b, e in checked["benchmarks"].items()})
     if not (isinstance(data, dict) and isinstance(data.get("results"), list)):
         raise CliError(f"{path}: neither a --perf-json report nor a baseline file")
+    problem = formats.first_problem("report", data)
+    if problem:
+        raise CliError(f"{path}: {problem}")
     runs: dict[str, list[Mapping[str, Any]]] = {}
     for index, result in enumerate(data["results"]):
-        where = f"{path}: results[{index}]"
-        if not isinstance(result, dict) or not isinstance(result.get("benchmark_id"), str):
-            raise CliError(f"{where}: missing benchmark_id")
         if result.get("disabled"):
             continue
-        _check_positive(f"{where}.reference_samples_s", result.get("reference_samples_s"))
-        modes = result.get("modes")
-        if not isinstance(modes, dict):
-            raise CliError(f"{where}: missing modes")
-        for mode, facts in modes.items():
-            _check_positive(
-                f"{where}.modes.{mode}.samples_s", facts.get("samples_s") if isinstance(facts, dict) else None
+        untimed = [m for m, facts in result["modes"].items() if not facts["samples_s"]]
+        if not result.get("reference_samples_s") or untimed:
+            raise CliError(
+                f"{path}: results[{index}] ({result['benchmark_id']}) was not timed "
+                f"({', '.join(untimed) or 'reference workload'} has no samples); compare timed runs"
             )
         runs.setdefault(result["benchmark_id"], []).append(result)
     return RunSet(path, runs)
-
-
-def _check_positive(where: str, samples: Any) -> None:
-    problem = sample_problem(samples)
-    if problem:
-        raise CliError(f"{where} {problem}")
 
 
 # -- compare ---------------------------------------------------------------------------------------
@@ -202,8 +194,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import FORMATS, ExportError
 
+    data = _read_json(args.report)
+    problem = formats.first_problem("report", data)
+    if problem:
+        raise CliError(f"{args.report}: {problem}")
     try:
-        entries = FORMATS[args.format](_read_json(args.report))
+        entries = FORMATS[args.format](data)
     except ExportError as exc:
         raise CliError(f"{args.report}: {exc}") from None
     text = json.dumps(entries, indent=2) + "\n"

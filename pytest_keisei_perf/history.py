@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from . import formats
 from .record import RunRecord, utc_now
 
 __all__ = [
@@ -91,40 +92,16 @@ class HistoryEntry:
 
     @classmethod
     def from_json(cls, data: Any) -> HistoryEntry:
-        """Parse and check one line's object; ``ValueError`` says what is wrong."""
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != FORMAT:
-            raise ValueError(f"'format' must be {FORMAT!r}, got {data.get('format')!r}")
-        version = data.get("version")
-        if version != VERSION:
-            newer = isinstance(version, int) and version > VERSION
-            raise ValueError(
-                f"version {version!r} is newer than this plugin understands ({VERSION}); upgrade"
-                if newer
-                else f"unknown version {version!r}"
-            )
-        for key in ("benchmark_id", "machine", "timestamp"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                raise ValueError(f"{key!r} must be a non-empty string")
-        if data.get("kind") not in KINDS:
-            raise ValueError(f"'kind' must be one of {', '.join(KINDS)}, got {data.get('kind')!r}")
-        runs = data.get("runs")
-        if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
-            raise ValueError(f"'runs' must be a positive integer, got {runs!r}")
-        modes_raw = data.get("modes")
-        if not isinstance(modes_raw, dict) or not modes_raw:
-            raise ValueError("'modes' must be a non-empty object")
+        """Parse and check one line's object against the history-line format (:mod:`.formats`);
+        ``ValueError`` says what is wrong."""
+        version = data.get("version") if isinstance(data, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+            raise ValueError(f"version {version} is newer than this plugin understands ({VERSION}); upgrade")
+        problem = formats.first_problem("history-line", data)
+        if problem:
+            raise ValueError(problem)
         modes = {}
-        for name, raw in modes_raw.items():
-            if not isinstance(raw, dict):
-                raise ValueError(f"modes[{name!r}] must be an object")
-            for key in ("median_s", "statistic"):
-                value = raw.get(key)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise ValueError(f"modes[{name!r}].{key} must be a finite number, got {value!r}")
-            if raw["median_s"] <= 0:
-                raise ValueError(f"modes[{name!r}].median_s must be positive, got {raw['median_s']!r}")
+        for name, raw in data["modes"].items():
             summary = ModeSummary(
                 median_s=float(raw["median_s"]),
                 statistic=float(raw["statistic"]),
@@ -135,15 +112,13 @@ class HistoryEntry:
                 change=_number_or_none(raw.get("change")),
                 change_se=_number_or_none(raw.get("change_se")),
             )
-            if data["kind"] == "ab" and (summary.change is None or summary.change_se is None):
-                raise ValueError(f"modes[{name!r}] of an 'ab' entry needs finite 'change' and 'change_se'")
             modes[str(name)] = summary
         return cls(
             kind=data["kind"],
             benchmark_id=data["benchmark_id"],
             machine=data["machine"],
             timestamp=data["timestamp"],
-            runs=runs,
+            runs=int(data["runs"]),
             modes=modes,
             git_commit=data.get("git_commit"),
             torch=data.get("torch"),

@@ -44,7 +44,7 @@ def _file_with(**changes: Any) -> str:
             run["modes"]["eager"][name.removeprefix("mode_")] = value
         else:
             run[name] = value
-    return json.dumps({"schema_version": 1, "benchmarks": {"a": {"runs": [run]}}})
+    return json.dumps({"schema_version": 1, "machine": {}, "benchmarks": {"a": {"runs": [run]}}})
 
 
 def _store(tmp_path: Path) -> BaselineStore:
@@ -162,37 +162,47 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
             '{"schema_version": 99, "benchmarks": {}}',
             "schema_version 99 is newer than this pytest-keisei-perf",
         ),
-        ('{"schema_version": 0, "benchmarks": {}}', "unknown schema_version 0"),
-        ('{"benchmarks": {}}', "missing or invalid schema_version"),
+        ('{"schema_version": 0, "machine": {}, "benchmarks": {}}', "schema_version must be 1, got 0"),
+        ('{"machine": {}, "benchmarks": {}}', "the document lacks 'schema_version'"),
+        ('{"schema_version": 1, "benchmarks": {}}', "the document lacks 'machine'"),
         ("[1, 2]", "expected a JSON object at the top level, got list"),
         (
-            '{"schema_version": 1, "benchmarks": {"a": {"runs": {}}}}',
-            "benchmarks['a'] must be an object with a 'runs' list",
+            '{"schema_version": 1, "machine": {}, "benchmarks": {"a": {"runs": {}}}}',
+            "benchmarks['a'].runs must be a list, got {}",
+        ),
+        ('{"schema_version": 1, "machine": {}, "benchmarks": {"a": {}}}', "benchmarks['a'] lacks 'runs'"),
+        (
+            json.dumps({"schema_version": 1, "machine": {}, "benchmarks": {"a": {"runs": [_run(-1.0)]}}}),
+            "benchmarks['a'].runs[0].modes['eager'].samples_s[0] must be above 0, got -1.0",
         ),
         (
-            json.dumps({"schema_version": 1, "benchmarks": {"a": {"runs": [_run(-1.0)]}}}),
-            "holds -1.0; samples must be",
-        ),
-        (
-            json.dumps({"schema_version": 1, "benchmarks": {"a": {"runs": [_run()]}}}).replace(
+            json.dumps({"schema_version": 1, "machine": {}, "benchmarks": {"a": {"runs": [_run()]}}}).replace(
                 "0.0001,", "NaN,", 1
             ),
             "NaN is not allowed",
         ),
         (
-            _file_with(compile_kwargs=[["backend", "eager"]]),
-            "benchmarks['a'].runs[0].compile_kwargs must be an object of torch.compile arguments or null, "
-            "got [['backend', 'eager']]",
+            json.dumps({"schema_version": 1, "machine": {}, "benchmarks": {"a": {"runs": [_run()]}}}).replace(
+                "0.0001,", "1e400,", 1
+            ),
+            "samples_s[0] must be a finite number, got inf",
         ),
-        (_file_with(device=3), "benchmarks['a'].runs[0].device must be a device name"),
+        (_file_with(modes={}), "benchmarks['a'].runs[0].modes must hold at least 1 entr(ies), got 0"),
         (
-            _file_with(threads="1"),
-            "benchmarks['a'].runs[0].threads must be a whole number of threads or null, got '1'",
+            _file_with(compile_kwargs=[["backend", "eager"]]),
+            "benchmarks['a'].runs[0].compile_kwargs must be an object or null, got [['backend', 'eager']]",
         ),
-        (_file_with(threads=True), "runs[0].threads must be a whole number of threads or null, got True"),
-        (_file_with(reference_version="2"), "runs[0].reference_version must be a whole number"),
-        (_file_with(mode_fallback="no"), "runs[0].modes['eager'].fallback must be true or false or null"),
-        (_file_with(mode_graph_count=1.5), "runs[0].modes['eager'].graph_count must be a whole number"),
+        (_file_with(device=3), "benchmarks['a'].runs[0].device must be a string or null, got 3"),
+        (_file_with(threads="1"), "benchmarks['a'].runs[0].threads must be a whole number or null, got '1'"),
+        (_file_with(threads=True), "runs[0].threads must be a whole number or null, got True"),
+        (_file_with(reference_version="2"), "runs[0].reference_version must be a whole number, got '2'"),
+        (_file_with(mode_fallback="no"), "runs[0].modes['eager'].fallback must be true or false, got 'no'"),
+        (_file_with(mode_graph_count=1.5), "modes['eager'].graph_count must be a whole number or null"),
+        (_file_with(mode_calls_per_round=0), "modes['eager'].calls_per_round must be at least 1, got 0"),
+        (
+            _file_with(mode_compile_cache="lukewarm"),
+            "modes['eager'].compile_cache must be one of 'warm', 'cold', 'partly warm', None, got 'lukewarm'",
+        ),
     ],
 )
 def test_bad_files_raise_naming_file_and_problem_and_stay_untouched(

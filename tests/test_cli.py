@@ -124,8 +124,17 @@ def test_compare_judges_like_the_gate_host_and_raw_rules(
         ("{not json", "not valid JSON"),
         ('{"something": 1}', "neither a --perf-json report nor a baseline file"),
         (
-            '{"results": [{"benchmark_id": "a", "modes": {}, "reference_samples_s": [-1.0]}]}',
-            "reference_samples_s holds -1.0; samples must be positive finite seconds",
+            '{"schema_version": 1, "machine": {}, "settings": {}, "results": [{"nodeid": "t.py::a", '
+            '"benchmark_id": "a", "modes": {}, "verdicts": {}, "failures": [], '
+            '"reference_samples_s": [-1.0]}]}',
+            "results[0].reference_samples_s[0] must be above 0, got -1.0",
+        ),
+        ('{"results": [{"benchmark_id": "a"}]}', "the document lacks 'schema_version'"),
+        (
+            '{"schema_version": 1, "machine": {}, "settings": {}, "results": [{"nodeid": "t.py::a", '
+            '"benchmark_id": "a", "modes": {"eager": {"samples_s": [], "median_s": 1}}, "verdicts": {}, '
+            '"failures": [], "reference_samples_s": [1.0]}]}',
+            "results[0] (a) was not timed (eager has no samples)",
         ),
         ('{"schema_version": 99, "benchmarks": {}}', "newer"),
     ],
@@ -289,7 +298,12 @@ def test_export_writes_github_action_benchmark_entries_and_names_bad_input(
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"results": [{"benchmark_id": "b", "modes": {"eager": {"median_s": 1}}}]}))
     assert main(["export", str(broken), "--format", "github-action-benchmark"]) == 2
-    assert "broken.json: results[0] (b [eager]): no median_s/iqr_s" in capsys.readouterr().err
+    assert "broken.json: the document lacks 'schema_version'" in capsys.readouterr().err
+    no_range = json.loads(report.read_text())
+    no_range["results"][0]["modes"]["eager"]["iqr_s"] = None
+    broken.write_text(json.dumps(no_range))
+    assert main(["export", str(broken), "--format", "github-action-benchmark"]) == 2
+    assert f"broken.json: results[0] ({BENCH} [eager]): no iqr_s, so no range" in capsys.readouterr().err
 
 
 def test_the_version_is_the_package_metadata_one() -> None:

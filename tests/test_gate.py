@@ -245,11 +245,11 @@ def test_baseline_of_another_device_is_not_compared(project: pytest.Pytester) ->
 
 def test_corrupt_baseline_stops_an_update_before_measuring(project: pytest.Pytester) -> None:
     path = _baseline_file(project)
-    path.write_text('{"schema_version": 1, "benchmarks": []}')
+    path.write_text('{"schema_version": 1, "machine": {}, "benchmarks": []}')
     before = path.read_bytes()
     result = project.runpytest(*FAST, "--perf-update-baseline", "--perf-baseline-runs=3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*keisei-perf: {path}: 'benchmarks' must be an object*"])
+    result.stderr.fnmatch_lines([f"*keisei-perf: {path}: benchmarks must be an object, got []*"])
     assert "baseline run" not in result.stdout.str()
     assert path.read_bytes() == before
 
@@ -278,12 +278,16 @@ def test_another_machine_baseline_is_not_used(
 def test_corrupt_baseline_stops_the_run_and_is_left_alone(project: pytest.Pytester) -> None:
     path = _baseline_file(project)
     path.write_text(
-        '{"schema_version": 1, "benchmarks": {"x": {"runs": [{"modes": {}, "reference_samples_s": [-1]}]}}}'
+        '{"schema_version": 1, "machine": {}, "benchmarks": {"x": {"runs": [{"modes": {"eager": '
+        '{"samples_s": [1e-3]}}, "reference_samples_s": [-1]}]}}}'
     )
     before = path.read_bytes()
     result = project.runpytest(*FAST)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        [f"*keisei-perf: {path}: *reference_samples_s holds -1; samples must be positive*"]
+        [
+            f"*keisei-perf: {path}: benchmarks[[]'x'[]].runs[[]0[]].reference_samples_s[[]0[]] "
+            "must be above 0, got -1"
+        ]
     )
     assert path.read_bytes() == before

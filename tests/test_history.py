@@ -79,16 +79,20 @@ def test_a_summary_keeps_the_median_p95_and_a_line_carries_it() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format": "other"}, "'format' must be 'keisei-perf-history'"),
+        ({"format": "other"}, "format must be 'keisei-perf-history', got 'other'"),
         ({"version": 7}, "version 7 is newer than this plugin understands (1); upgrade"),
-        ({"kind": "guess"}, "'kind' must be one of baseline, run"),
-        ({"runs": 0}, "'runs' must be a positive integer"),
-        ({"benchmark_id": ""}, "'benchmark_id' must be a non-empty string"),
-        ({"modes": {"eager": {"median_s": -1, "statistic": 0}}}, "modes['eager'].median_s must be positive"),
+        ({"version": 0}, "version must be 1, got 0"),
+        ({"kind": "guess"}, "kind must be one of 'baseline', 'run', 'ab', got 'guess'"),
+        ({"runs": 0}, "runs must be at least 1, got 0"),
+        ({"benchmark_id": ""}, "benchmark_id must be at least 1 character(s) long, got ''"),
+        ({"modes": {}}, "modes must hold at least 1 entr(ies), got 0"),
+        ({"modes": {"eager": {"median_s": -1, "statistic": 0}}}, "median_s must be above 0, got -1"),
         (
             {"modes": {"eager": {"median_s": 1, "statistic": "x"}}},
-            "modes['eager'].statistic must be a finite",
+            "modes['eager'].statistic must be a number, got 'x'",
         ),
+        ({"modes": {"eager": {"median_s": 1, "statistic": 1e400}}}, "statistic must be a finite number"),
+        ({"kind": "ab"}, "modes['eager'].change must be a number, got None (when kind is 'ab')"),
     ],
 )
 def test_a_bad_entry_is_refused_with_its_reason(change: dict[str, object], message: str) -> None:
@@ -323,7 +327,7 @@ def test_an_ab_entry_needs_its_change_and_survives_its_json() -> None:
     assert HistoryEntry.from_json(json.loads(json.dumps(entry.to_json()))) == entry
     line = entry.to_json()
     del line["modes"]["eager"]["change_se"]
-    with pytest.raises(ValueError, match="'ab' entry needs finite 'change' and 'change_se'"):
+    with pytest.raises(ValueError, match=re.escape("modes['eager'] lacks 'change_se' (when kind is 'ab')")):
         HistoryEntry.from_json(line)
 
 
