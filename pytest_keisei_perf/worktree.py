@@ -184,14 +184,23 @@ def _owner_alive(owner_file: Path) -> bool:
     return True
 
 
+#: Where torch.compile writes the code it generates and then imports (inductor's and Triton's
+#: caches; :mod:`.compile_cache` sets the first).
+_GENERATED_CODE_ENV: Final = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
 def check_imports(forbidden_root: str) -> None:
     """In a REF-side process: fail if any project module was imported from the working tree.
 
     Installed packages (under ``sys.prefix`` or a site-packages folder, such as a virtual
-    environment inside the repository) do not count.
+    environment inside the repository) do not count, and neither do the kernels torch.compile
+    loads from its caches: both sides share the compile cache on purpose, and its default
+    folder lies under the working tree's ``.pytest_cache``.
     """
     root = Path(forbidden_root).resolve()
     prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    caches = {Path(d).resolve() for d in map(os.environ.get, _GENERATED_CODE_ENV) if d}
+    prefixes |= {c for c in caches if c != root and c not in root.parents}  # never the whole tree
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
         if not file:

@@ -217,6 +217,27 @@ def test_ref_side_must_not_import_the_working_tree(tmp_path: Path, monkeypatch: 
     ab.check_imports(str(tree))  # nothing from there: fine
 
 
+def test_ref_side_may_load_compiled_kernels_from_the_shared_cache_in_the_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin's default inductor cache lies under the working tree's .pytest_cache, and both
+    sides share it: a kernel module loaded from there is generated code, not the project's."""
+    tree = tmp_path / "tree"
+    cache = tree / ".pytest_cache" / "keisei-perf" / "inductor"
+    kernel = types.ModuleType("cabc123")
+    kernel.__file__ = str(cache / "ab" / "cabc123.py")
+    monkeypatch.setitem(sys.modules, "cabc123", kernel)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    with pytest.raises(ab.ABError, match="imported cabc123 from the working tree"):
+        ab.check_imports(str(tree))  # no cache named: it is just a file in the tree
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    ab.check_imports(str(tree))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tree))  # a cache that is the whole tree exempts nothing
+    with pytest.raises(ab.ABError, match="imported cabc123 from the working tree"):
+        ab.check_imports(str(tree))
+
+
 PLAN = ab.PairPlan(pairs=4, max_pairs=12, threshold=0.05, alpha=0.05)
 
 
