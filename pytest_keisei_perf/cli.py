@@ -67,9 +67,7 @@ def read_runs(path: Path) -> RunSet:
         return RunSet(path, {b: list(e["runs"]) for b, e in checked["benchmarks"].items()})
     if not (isinstance(data, dict) and isinstance(data.get("results"), list)):
         raise CliError(f"{path}: neither a --perf-json report nor a baseline file")
-    problem = formats.first_problem("report", data)
-    if problem:
-        raise CliError(f"{path}: {problem}")
+    _check_report(path, data)
     runs: dict[str, list[Mapping[str, Any]]] = {}
     for index, result in enumerate(data["results"]):
         if result.get("disabled"):
@@ -82,6 +80,13 @@ def read_runs(path: Path) -> RunSet:
             )
         runs.setdefault(result["benchmark_id"], []).append(result)
     return RunSet(path, runs)
+
+
+def _check_report(path: Path, data: Any) -> None:
+    """A ``--perf-json`` report that breaks its format stops the command, naming file and place."""
+    problem = formats.first_problem("report", data)
+    if problem:
+        raise CliError(f"{path}: {problem}")
 
 
 # -- compare ---------------------------------------------------------------------------------------
@@ -195,9 +200,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import FORMATS, ExportError
 
     data = _read_json(args.report)
-    problem = formats.first_problem("report", data)
-    if problem:
-        raise CliError(f"{args.report}: {problem}")
+    _check_report(args.report, data)
     try:
         entries = FORMATS[args.format](data)
     except ExportError as exc:

@@ -90,14 +90,17 @@ def check_supported(node: Any, where: str) -> None:
 def problems(kind: Format, document: Any) -> list[str]:
     """Every way ``document`` breaks the ``kind`` format, each naming where: ``runs[0].threads
     must be a whole number or null, got '1'``. Empty when it is valid."""
-    root = schema(kind)
-    return list(_Check(root).errors(document, root, ""))
+    return list(_problems(kind, document))
 
 
 def first_problem(kind: Format, document: Any) -> str | None:
-    """The first of :func:`problems`, or None for a valid document."""
+    """The first of :func:`problems` (the rest are not looked for), or None for a valid document."""
+    return next(_problems(kind, document), None)
+
+
+def _problems(kind: Format, document: Any) -> Iterator[str]:
     root = schema(kind)
-    return next(_Check(root).errors(document, root, ""), None)
+    return _Check(root).errors(document, root, "")
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -195,7 +198,7 @@ class _Check:
             if name in properties:
                 yield from self.errors(item, properties[name], _key(where, name))
             elif isinstance(extra, dict):
-                yield from self.errors(item, extra, f"{_at(where)}[{name!r}]" if where else f"[{name!r}]")
+                yield from self.errors(item, extra, f"{where}[{name!r}]")
             elif extra is False:
                 yield f"{_at(where)} holds {name!r}, which the format does not allow"
 
