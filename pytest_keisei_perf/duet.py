@@ -12,12 +12,23 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["Cores", "describe", "duet_cores", "physical_cores", "run_together", "spawn_pinned"]
+__all__ = [
+    "Cores",
+    "describe",
+    "duet_cores",
+    "physical_cores",
+    "run_together",
+    "spawn_pinned",
+    "stop_live_processes",
+    "watched",
+]
 
 #: The cores of side A and of side B in the first pair (swapped in every other pair).
 Cores = tuple[frozenset[int], frozenset[int]]
@@ -130,9 +141,55 @@ def spawn_pinned(
     return proc
 
 
+#: Processes being waited for (:func:`watched`).
+_live: set[subprocess.Popen[str]] = set()
+_live_lock = threading.Lock()
+
+
+@contextmanager
+def watched(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """``proc`` while the block waits for it: a process whose waiter is interrupted (SIGTERM or
+    Ctrl-C in the session) is killed, not left running on its own, and until the block ends
+    :func:`stop_live_processes` can reach it from another thread."""
+    with _live_lock:
+        _live.add(proc)
+    try:
+        yield proc
+    except BaseException:
+        _kill(proc)
+        proc.wait()  # a killed process is reaped at once, not left a zombie until the session ends
+        raise
+    finally:
+        with _live_lock:
+            _live.discard(proc)
+
+
+def stop_live_processes() -> None:
+    """Kill every watched process (:func:`watched`) that is still being waited for: the
+    waiters are threads that no signal reaches, and their processes must not outlive the session."""
+    with _live_lock:
+        running = list(_live)
+    for proc in running:
+        _kill(proc)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+
+
 def run_together(jobs: Sequence[Callable[[], T]]) -> list[T]:
     """Run ``jobs`` at the same time, each in its own thread; their results in order. When one
-    raises, the others still finish (no process is left behind) and the first error is raised."""
-    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="keisei-perf-duet") as pool:
+    raises, the others still finish (no process is left behind) and the first error is raised.
+    When the waiting itself is interrupted, the jobs' processes are stopped
+    (:func:`stop_live_processes`) before the interruption goes on."""
+    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="keisei-perf-duet")
+    try:
         futures = [pool.submit(job) for job in jobs]
+        wait(futures)
+    except BaseException:
+        stop_live_processes()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return [future.result() for future in futures]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from .compile_state import process_state
-from .duet import describe, spawn_pinned
+from .duet import describe, spawn_pinned, watched
 from .result import PerfResult
 from .settings import PerfSettings
 
@@ -192,7 +192,8 @@ def run_worker(
     unchecked (whoever reads one of those checks it: :func:`entry_problem`). ``output`` hears
     what the process printed; ``outcomes`` gets, per node id, the words of each test that failed
     or was skipped there (:func:`outcomes_path`; nothing from a plugin too old to write them).
-    ``cpus`` pins the process to those cores (:func:`.duet.spawn_pinned`).
+    ``cpus`` pins the process to those cores (:func:`.duet.spawn_pinned`). An interrupted wait
+    kills the process (:func:`.duet.watched`).
 
     Raises :class:`WorkerError` when the process times out, writes no report, gives no result at
     all (``wanted`` None), or a wanted benchmark is missing, failed or was not timed there.
@@ -208,13 +209,14 @@ def run_worker(
         except OSError as exc:
             where = f" on {describe(cpus)}" if cpus is not None else ""
             raise WorkerError(f"could not start the worker process{where}: {exc}") from None
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            partial, _ = proc.communicate()
-            said = last_lines(partial)
-            raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{said}") from None
+        with watched(proc):
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                partial, _ = proc.communicate()
+                said = last_lines(partial)
+                raise WorkerError(f"worker process timed out after {timeout_s:g} s:\n{said}") from None
         said = stdout + stderr
         if output is not None:
             output(said)

@@ -4,8 +4,11 @@ and its threads carry, both sides truly at once, (one real A/B session in duet p
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import threading
+import time
 import types
 from collections.abc import Collection
 from pathlib import Path
@@ -117,6 +120,43 @@ def test_when_one_side_fails_the_other_still_finishes_and_the_error_is_raised() 
     with pytest.raises(RuntimeError, match="REF broke"):
         duet.run_together([fails, slow])
     assert finished.is_set()
+
+
+SLEEPER = (sys.executable, "-c", "import time; time.sleep(120)")
+
+
+def test_a_process_whose_waiter_is_interrupted_is_killed_and_reaped(tmp_path: Path) -> None:
+    proc = duet.spawn_pinned(SLEEPER, None, cwd=tmp_path, env=os.environ)
+    with pytest.raises(KeyboardInterrupt), duet.watched(proc):
+        raise KeyboardInterrupt("signal 15")
+    assert proc.returncode is not None  # reaped
+    assert proc.returncode < 0  # killed by a signal
+
+
+def test_an_interrupted_duet_leaves_no_process_running(tmp_path: Path) -> None:
+    """SIGTERM in the session reaches only the main thread; the two sides' processes are waited
+    for in threads, and once ran on after the session had ended."""
+    started: list[subprocess.Popen[str]] = []
+
+    def side() -> None:
+        proc = duet.spawn_pinned(SLEEPER, None, cwd=tmp_path, env=os.environ)
+        started.append(proc)
+        with duet.watched(proc):
+            proc.communicate()
+
+    def interrupt_when_both_run() -> None:
+        deadline = time.monotonic() + 60
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes the main thread's wait
+
+    threading.Thread(target=interrupt_when_both_run, daemon=True).start()
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        duet.run_together([side, side])
+    assert len(started) == 2
+    assert [proc.poll() for proc in started] == [-signal.SIGKILL] * 2
+    assert time.monotonic() - began < 60  # not the sleepers' 120 s
 
 
 def _result(seconds: float) -> PerfResult:

@@ -146,7 +146,31 @@ def test_a_shallow_clone_is_told_how_to_fetch_the_base(pytester: pytest.Pytester
         worktree.RefCheckout("HEAD~1", shallow)
 
 
-def test_sigterm_removes_the_ref_checkout(pytester: pytest.Pytester) -> None:
+def _children(pid: int) -> dict[int, str]:
+    """The live processes whose parent is ``pid`` and their command lines (Linux's /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(stat.parent.name)] = cmdline
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_sigterm_removes_the_ref_checkout_and_stops_the_workers(pytester: pytest.Pytester) -> None:
+    """SIGTERM while a pair runs: the REF checkout is removed and no worker process runs on (a
+    worker waited for in a thread once outlived its session)."""
     _commit(pytester.path, {"w": "    import time; time.sleep(60)\n"})
     before = set(Path(tempfile.gettempdir()).glob("keisei-perf-ref-*"))
     proc = subprocess.Popen(
@@ -154,14 +178,18 @@ def test_sigterm_removes_the_ref_checkout(pytester: pytest.Pytester) -> None:
         cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while len(_worktrees(pytester.path)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+    workers: dict[int, str] = {}
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    assert len(_worktrees(pytester.path)) == 2, "the A/B run never made its REF checkout"
+        workers = {pid: cmd for pid, cmd in _children(proc.pid).items() if "--perf-worker" in cmd}
+    assert workers, "the A/B run never started a worker"
+    assert len(_worktrees(pytester.path)) == 2
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
     assert len(_worktrees(pytester.path)) == 1, out
     assert set(Path(tempfile.gettempdir()).glob("keisei-perf-ref-*")) <= before
+    assert [pid for pid in workers if _running(pid)] == [], workers
 
 
 def test_sigterm_is_caught_before_the_checkout_exists_and_a_half_made_one_is_removed(
