@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-import scipy.stats as sps
 
 __all__ = ["DRIFT_ALPHA", "STEP_ALPHA", "ChainPoint", "Drift", "Step", "chain", "detect_steps", "drift"]
 
@@ -121,6 +120,8 @@ def noise_sd(values: Sequence[float]) -> float | None:
     """One entry's noise, from successive differences (robust; None with fewer than 3 entries)."""
     if len(values) < 3:
         return None
+    import scipy.stats as sps  # here, as below: scipy.stats alone doubles the plugin's start-up
+
     diffs = np.diff(np.asarray(values, dtype=float))
     return float(sps.median_abs_deviation(diffs, scale="normal")) / math.sqrt(2)
 
@@ -141,6 +142,8 @@ def drift(
         return None
     sd = max(sd, noise_floor)
     delta = float(values[-1]) - float(values[0])
+    import scipy.stats as sps
+
     z = delta / (sd * math.sqrt(2))
     p = float(sps.norm.sf(z))
     change = math.exp(delta) - 1
@@ -161,6 +164,8 @@ class ChainPoint:
     def drift(self, threshold: float, alpha: float = DRIFT_ALPHA) -> Drift:
         """The chain up to here as a drift, either way: two-sided significance, so a flat chain
         is flagged at most ``alpha`` of the time."""
+        import scipy.stats as sps
+
         if self.log_sd <= 0:
             return Drift(change=self.level, p_value=1.0, flagged=False)
         p = float(2 * sps.norm.sf(abs(math.log1p(self.level)) / self.log_sd))
@@ -178,6 +183,8 @@ def chain(
         raise ValueError("need one standard error per change")
     if not all(math.isfinite(x) for x in (*log_changes, *log_ses)) or any(s < 0 for s in log_ses):
         raise ValueError("changes and standard errors must be finite, errors non-negative")
+    import scipy.stats as sps
+
     z = float(sps.norm.ppf(0.5 + confidence / 2))
     levels = np.cumsum(np.asarray(log_changes, dtype=float))
     sds = np.sqrt(np.cumsum(np.square(np.asarray(log_ses, dtype=float))))
