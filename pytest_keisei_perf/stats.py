@@ -4,8 +4,9 @@ Numbers in, frozen dataclasses out. Degenerate input (too few values, zero sprea
 ``None``/NaN intervals or an ``inconclusive`` decision; errors are never swallowed.
 
 scipy.stats is imported inside the functions that need it, not here: a fresh worker process
-that only summarises its samples (every eager-only A/B or baseline process) would otherwise pay
-its import, a large share of such a process's start-up (measured in docs/measurements.md).
+only summarises its samples and, when it compiles, estimates the speedup, and importing
+scipy.stats would be a large share of its start-up (measured in docs/measurements.md). The
+speedup estimate therefore needs no scipy.stats at all (:func:`trimmed_mean_and_se`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Final
 
 import numpy as np
 
-__all__ = ["SampleSummary", "SpeedupEstimate", "estimate_speedup", "summarize"]
+__all__ = ["SampleSummary", "SpeedupEstimate", "estimate_speedup", "summarize", "trimmed_mean_and_se"]
 
 #: Share trimmed from each end of the paired log-ratios (Yuen's 20%).
 TRIM: Final = 0.2
@@ -66,8 +67,7 @@ def estimate_speedup(
     process to process; with that term the interval keeps its coverage in simulation, which a
     naive sequential estimate loses.
     """
-    from scipy import stats as sps
-    from scipy.stats import mstats
+    from scipy.special import stdtrit  # the t quantile, without importing scipy.stats
 
     n = min(len(eager_s), len(compiled_s))
     if n == 0:
@@ -76,17 +76,35 @@ def estimate_speedup(
     for values in (eager, compiled):
         if not (np.all(np.isfinite(values)) and values.min() > 0):
             raise ValueError("speedup needs positive finite round times")
-    log_ratios = np.log(eager) - np.log(compiled)
-    centre = float(sps.trim_mean(log_ratios, TRIM))
+    centre, se_within = trimmed_mean_and_se(np.log(eager) - np.log(compiled), TRIM)
     if n < 3:
         return SpeedupEstimate(ratio=math.exp(centre), ci=None, pairs=n)
-    se_within = float(mstats.trimmed_stde(log_ratios, limits=(TRIM, TRIM)))
     kept = n - 2 * math.floor(TRIM * n)
-    t_crit = float(sps.t.ppf(0.5 + confidence / 2, df=max(kept - 1, 1)))
+    t_crit = float(stdtrit(max(kept - 1, 1), 0.5 + confidence / 2))
     half = t_crit * math.hypot(se_within, between_run_sd)
     return SpeedupEstimate(
         ratio=math.exp(centre), ci=(math.exp(centre - half), math.exp(centre + half)), pairs=n
     )
+
+
+def trimmed_mean_and_se(values: np.ndarray, trim: float) -> tuple[float, float]:
+    """The ``trim``-trimmed mean and Yuen's standard error (from the Winsorized variance), as
+    ``scipy.stats.trim_mean`` and ``scipy.stats.mstats.trimmed_stde`` compute them (the tests
+    hold them to scipy's).
+
+    Written out because this runs in every fresh process that compiles, where importing
+    scipy.stats cost more than the compile of a small model (docs/measurements.md). The SE is
+    NaN with fewer than 2 values.
+    """
+    ordered = np.sort(np.asarray(values, dtype=float))
+    n = ordered.size
+    cut = int(trim * n)
+    mean = float(ordered[cut : n - cut].mean())
+    if n < 2:
+        return mean, math.nan
+    winsorized = np.clip(ordered, ordered[cut], ordered[n - cut - 1])
+    se = float(winsorized.std(ddof=1)) / ((1 - 2 * trim) * math.sqrt(n))
+    return mean, se
 
 
 # -- the regression gate ---------------------------------------------------------------------------

@@ -18,6 +18,43 @@ def test_stats_module_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_a_speedup_estimate_does_not_import_scipy_stats() -> None:
+    """Every fresh process that compiles estimates a speedup; scipy.stats would add about a
+    second to each (docs/measurements.md)."""
+    code = (
+        "import sys; from pytest_keisei_perf import stats\n"
+        "stats.estimate_speedup([2.0, 2.1, 1.9, 2.0], [1.0, 1.1, 0.9, 1.0])\n"
+        "assert 'scipy.stats' not in sys.modules, 'scipy.stats imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_trimmed_mean_and_its_se_are_scipys() -> None:
+    """Held to scipy.stats.trim_mean and mstats.trimmed_stde over sizes 1-40 and 101, heavy
+    tails and ties included."""
+    import warnings
+
+    from scipy import stats as sps
+    from scipy.stats import mstats
+
+    rng = np.random.default_rng(11)
+    for n in [*range(1, 41), 101]:
+        for _ in range(20):
+            values = rng.standard_t(3, n) * rng.uniform(0.01, 1.0)
+            if rng.uniform() < 0.3:
+                values = np.round(values, 1)  # ties
+            mean, se = stats.trimmed_mean_and_se(values, 0.2)
+            assert mean == pytest.approx(sps.trim_mean(values, 0.2), rel=1e-12, abs=1e-15)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scipy warns that n=1 gives a masked (NaN) SE
+                expected = float(mstats.trimmed_stde(values, limits=(0.2, 0.2)))
+            if n == 1:
+                assert math.isnan(se)
+                assert math.isnan(expected)
+            else:
+                assert se == pytest.approx(expected, rel=1e-10, abs=1e-15)
+
+
 def test_summarize() -> None:
     summary = stats.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
     assert summary.median == 3.0
