@@ -11,7 +11,9 @@ speedup estimate therefore needs no scipy.stats at all (:func:`trimmed_mean_and_
 
 from __future__ import annotations
 
+import functools
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -67,8 +69,6 @@ def estimate_speedup(
     process to process; with that term the interval keeps its coverage in simulation, which a
     naive sequential estimate loses.
     """
-    from scipy.special import stdtrit  # the t quantile, without importing scipy.stats
-
     n = min(len(eager_s), len(compiled_s))
     if n == 0:
         raise ValueError("no paired rounds to estimate a speedup from")
@@ -80,7 +80,7 @@ def estimate_speedup(
     if n < 3:
         return SpeedupEstimate(ratio=math.exp(centre), ci=None, pairs=n)
     kept = n - 2 * math.floor(TRIM * n)
-    t_crit = float(stdtrit(max(kept - 1, 1), 0.5 + confidence / 2))
+    t_crit = t_quantile(0.5 + confidence / 2, max(kept - 1, 1))
     half = t_crit * math.hypot(se_within, between_run_sd)
     return SpeedupEstimate(
         ratio=math.exp(centre), ci=(math.exp(centre - half), math.exp(centre + half)), pairs=n
@@ -125,10 +125,10 @@ def run_statistic(samples_s: Sequence[float], reference_s: Sequence[float]) -> f
     Dividing by the interleaved reference cancels machine speed, which is most of the spread
     between processes.
     """
-    data, ref = np.asarray(samples_s, dtype=float), np.asarray(reference_s, dtype=float)
-    if data.size == 0 or ref.size == 0 or data.min() <= 0 or ref.min() <= 0:
+    if not samples_s or not reference_s or min(samples_s) <= 0 or min(reference_s) <= 0:
         raise ValueError("run statistic needs positive samples and reference samples")
-    return float(np.median(np.log(data)) - np.median(np.log(ref)))
+    # statistics.median: the one median (record.py's too); numpy's costs more on a few values
+    return statistics.median(map(math.log, samples_s)) - statistics.median(map(math.log, reference_s))
 
 
 @dataclass(frozen=True)
@@ -148,15 +148,29 @@ class GateDecision:
     log_se: float | None = None
 
 
+@functools.lru_cache(maxsize=4096)
+def t_quantile(q: float, df: float) -> float:
+    """Student's t quantile (``scipy.stats.t.ppf``), from scipy.special and cached: the gate and
+    its simulations ask for the same few (level, df) pairs many thousands of times."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, q))
+
+
+def t_sf(t_value: float, df: float) -> float:
+    """Student's t survival function (``scipy.stats.t.sf``) without scipy.stats' argument checks."""
+    from scipy.special import stdtr
+
+    return float(stdtr(df, -t_value))
+
+
 def detectable_effect(
     sd: float, baseline_runs: int, current_runs: int, alpha: float, power: float = POWER
 ) -> float:
     """Smallest slowdown (fraction) detected with probability ``power`` by the one-sided t-test."""
-    from scipy import stats as sps
-
     df = baseline_runs + current_runs - 2
     se = sd * math.sqrt(1 / current_runs + 1 / baseline_runs)
-    return math.expm1((float(sps.t.ppf(1 - alpha, df)) + float(sps.t.ppf(power, df))) * se)
+    return math.expm1((t_quantile(1 - alpha, df) + t_quantile(power, df)) * se)
 
 
 def compare_runs(
@@ -206,11 +220,9 @@ def _t_decision(
 ) -> GateDecision:
     """One-sided p-values both ways, a ``confidence`` interval and the verdict for a log
     difference ``d``."""
-    from scipy import stats as sps
-
     t_value = d / se
-    p_slower, p_faster = float(sps.t.sf(t_value, df)), float(sps.t.cdf(t_value, df))
-    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
+    p_slower, p_faster = t_sf(t_value, df), t_sf(-t_value, df)
+    half = t_quantile(0.5 + confidence / 2, df) * se
     change = math.expm1(d)
     status = "pass"
     if p_slower < alpha and change > threshold:
@@ -240,8 +252,6 @@ def compare_paired(
     spread of the differences (floored at :data:`SD_FLOOR`) is the noise. ``regression`` needs
     p < ``alpha`` and a slowdown above ``threshold``; ``improvement`` the mirror image.
     """
-    from scipy import stats as sps
-
     n = len(differences)
     if n < 2:
         return GateDecision(
@@ -254,7 +264,7 @@ def compare_paired(
     sd = max(float(np.std(data, ddof=1)), SD_FLOOR)
     se = sd / math.sqrt(n)
     df = n - 1
-    detectable = math.expm1((float(sps.t.ppf(1 - alpha, df)) + float(sps.t.ppf(POWER, df))) * se)
+    detectable = math.expm1((t_quantile(1 - alpha, df) + t_quantile(POWER, df)) * se)
     return _t_decision(
         float(np.mean(data)), se, df, threshold=threshold, alpha=alpha, detectable=detectable,
         runs=(n, n), confidence=confidence,
