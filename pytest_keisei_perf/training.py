@@ -2,8 +2,10 @@
 
 A step changes what it runs on: the weights, the optimizer's moments, BatchNorm's statistics,
 the GradScaler's scale, the RNG. So the model, every ``state`` object and the RNG are
-snapshotted once, and restored before each mode, each timed round and at the end: every mode
-times steps from the same weights, and the benchmark leaves them as it found them.
+snapshotted once, and restored before each mode and at the end; timed rounds restart from the
+state one eager step later (an optimizer's state exists then, as in a training loop), in place
+where the state allows, so a compiled step does not recompile every round. Every mode times
+steps from the same weights, and the benchmark leaves them as it found them.
 
 Compiled is checked against eager after one step from the snapshot each: the step's return
 value, every parameter's gradient, every parameter and buffer after the optimizer step. Two
@@ -84,11 +86,68 @@ class Snapshot:
         for param in self._model.parameters():
             param.grad = None
         for obj, saved in zip(self._state, self._states, strict=True):
-            obj.load_state_dict(copy.deepcopy(saved))
+            if not _restored_in_place(obj, saved):
+                obj.load_state_dict(copy.deepcopy(saved))
         self._model.train(self._training)
         torch.set_rng_state(self._cpu_rng)
         if self._cuda_rng is not None:
             torch.cuda.set_rng_state_all(self._cuda_rng)
+
+
+def _leaves(tree: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """(path, leaf) pairs of a nest of dicts, lists and tuples, in a fixed order; an empty
+    container is a leaf, so that ``{"a": {}}`` and ``{"a": []}`` differ."""
+    if isinstance(tree, (dict, list, tuple)) and not tree:
+        yield path, tree
+    elif isinstance(tree, dict):
+        for key in sorted(tree, key=repr):
+            yield from _leaves(tree[key], (*path, key))
+    elif isinstance(tree, (list, tuple)):
+        for index, item in enumerate(tree):
+            yield from _leaves(item, (*path, index))
+    else:
+        yield path, tree
+
+
+def _same_leaf(live: Any, saved: Any) -> bool:
+    if isinstance(live, torch.Tensor) or isinstance(saved, torch.Tensor):
+        return (
+            isinstance(live, torch.Tensor)
+            and isinstance(saved, torch.Tensor)
+            and (live.shape, live.dtype, live.device) == (saved.shape, saved.dtype, saved.device)
+        )
+    try:
+        return type(live) is type(saved) and bool(live == saved)
+    except (TypeError, ValueError, RuntimeError):  # an == that gives no single truth
+        return False
+
+
+def _restored_in_place(obj: Stateful, saved: Any) -> bool:
+    """Copy ``saved``'s tensors into the tensors ``obj`` holds now, keeping their identity.
+
+    A compiled step guards on the optimizer's state tensors: ``load_state_dict`` makes new ones,
+    and the next compiled step recompiles (every timed round would then time a compile). In place
+    is only possible where ``state_dict()`` hands out the live tensors (the same objects twice,
+    as optimizers do) and everything else is equal; otherwise nothing is copied and False says
+    ``load_state_dict`` must do it.
+    """
+    live = list(_leaves(obj.state_dict()))
+    again = list(_leaves(obj.state_dict()))
+    stored = list(_leaves(saved))
+    if len(live) != len(stored) or len(live) != len(again):
+        return False
+    for (path, leaf), (path_again, leaf_again), (saved_path, saved_leaf) in zip(
+        live, again, stored, strict=True
+    ):
+        if path != saved_path or path != path_again or not _same_leaf(leaf, saved_leaf):
+            return False
+        if isinstance(leaf, torch.Tensor) and leaf is not leaf_again:
+            return False  # a copy, not the live tensor: copying into it would restore nothing
+    with torch.no_grad():
+        for (_, leaf), (_, saved_leaf) in zip(live, stored, strict=True):
+            if isinstance(leaf, torch.Tensor):
+                leaf.copy_(saved_leaf)
+    return True
 
 
 @dataclass(frozen=True)
@@ -179,7 +238,8 @@ def run_train_step(
     progress: Callable[[str], None] | None = None,
 ) -> PerfResult:
     """Check compiled against eager after one step each from the snapshot, then time steps in
-    every mode, every round from the snapshot; the model and state are left as they were."""
+    every mode, every round from the state one eager step after it (:func:`_after_one_step`);
+    the model and state are left as they were."""
     from . import measure, modes
     from .devices import benchmark_context, detect_device
     from .profiling import profile_if_asked, with_profile
@@ -223,14 +283,15 @@ def run_train_step(
                     actual, expected, eager_again=again, rtol=rtol, atol=atol, cosine=train.amp is not None
                 )
                 checked = unchecked_reason(compared, train.state)
+            rounds_from = _after_one_step(snapshot, eager, train)
             timing = time_calls(
                 calls, device=device, config=config, stopwatch=stopwatch, say=say,
-                progress=progress is not None, reset=snapshot.restore,
+                progress=progress is not None, reset=rounds_from.restore,
             )  # fmt: skip
             recompiles = modes.recompiles_since(outcome) if outcome else None
             # module ranges cover the forward; backward runs in autograd's engine, seen by op
             breakdowns = profile_if_asked(
-                config, calls, {"eager": train.model}, device=device, label=label, reset=snapshot.restore
+                config, calls, {"eager": train.model}, device=device, label=label, reset=rounds_from.restore
             )
     finally:
         snapshot.restore()
@@ -247,6 +308,18 @@ def run_train_step(
         items=config.items or train.items,
     )
     return with_profile(result, config, breakdowns)
+
+
+def _after_one_step(snapshot: Snapshot, eager: Callable[[], Any], train: TrainStep) -> Snapshot:
+    """Where timed rounds start: one eager step from ``snapshot``.
+
+    An optimizer makes its state on its first step; rounds restored to "no state" would time
+    that allocation every round, and a compiled step would recompile for the new state tensors.
+    Steps after the first are what a training loop runs.
+    """
+    snapshot.restore()
+    eager()
+    return Snapshot(train.model, train.state)
 
 
 def smoke_step(train: TrainStep, config: BenchmarkConfig, device: str | None) -> str:
