@@ -122,15 +122,53 @@ def _same_leaf(live: Any, saved: Any) -> bool:
         return False
 
 
+def _optimizer_restored_in_place(optimizer: torch.optim.Optimizer, saved: Any) -> bool:
+    """An optimizer's state tensors copied into, and its hyperparameters assigned (an LR
+    scheduler changes ``lr`` every step); False, with nothing changed, where the state has
+    another layout (no state yet on one side, another parameter set)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved_state, saved_groups = saved["state"], saved["param_groups"]
+    if len(saved_groups) != len(optimizer.param_groups):
+        return False
+    if set(saved_state) != {i for i, p in enumerate(params) if p in optimizer.state}:
+        return False
+    for index, entry in saved_state.items():
+        live = optimizer.state[params[index]]
+        if set(live) != set(entry):
+            return False
+        if any(isinstance(v, torch.Tensor) and not _same_leaf(live[k], v) for k, v in entry.items()):
+            return False
+    with torch.no_grad():
+        for index, entry in saved_state.items():
+            live = optimizer.state[params[index]]
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    live[key].copy_(value)
+                else:
+                    live[key] = copy.deepcopy(value)
+        for group, saved_group in zip(optimizer.param_groups, saved_groups, strict=True):
+            for key, value in saved_group.items():
+                if key == "params":
+                    continue
+                held = group.get(key)
+                if isinstance(held, torch.Tensor) and _same_leaf(held, value):  # a tensor lr
+                    held.copy_(value)
+                else:
+                    group[key] = copy.deepcopy(value)
+    return True
+
+
 def _restored_in_place(obj: Stateful, saved: Any) -> bool:
     """Copy ``saved``'s tensors into the tensors ``obj`` holds now, keeping their identity.
 
     A compiled step guards on the optimizer's state tensors: ``load_state_dict`` makes new ones,
     and the next compiled step recompiles (every timed round would then time a compile). In place
-    is only possible where ``state_dict()`` hands out the live tensors (the same objects twice,
-    as optimizers do) and everything else is equal; otherwise nothing is copied and False says
-    ``load_state_dict`` must do it.
+    is only possible where ``state_dict()`` hands out the live tensors (the same objects twice)
+    and everything else is equal; otherwise nothing is copied and False says ``load_state_dict``
+    must do it. Optimizers have their own path: their hyperparameters change under a scheduler.
     """
+    if isinstance(obj, torch.optim.Optimizer):
+        return _optimizer_restored_in_place(obj, saved)
     live = list(_leaves(obj.state_dict()))
     again = list(_leaves(obj.state_dict()))
     stored = list(_leaves(saved))

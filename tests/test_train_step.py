@@ -249,27 +249,37 @@ def test_a_model_called_in_another_train_eval_state_than_compiled_fails_naming_i
 
 def test_a_restore_keeps_the_optimizer_state_tensors_it_can_copy_into() -> None:
     """Once an optimizer has state, a restore copies into its tensors (their identity is what a
-    compiled step guards on); a restore to "no state yet" still drops them."""
+    compiled step guards on) and puts back the hyperparameters a scheduler moved; a restore to
+    "no state yet" still drops them."""
     model = torch.nn.Linear(4, 4)
-    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
-    empty = Snapshot(model, [opt])
+    adamw = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.StepLR(sgd, step_size=1, gamma=0.5)
+    empty = Snapshot(model, [adamw, sgd, schedule])
 
     def step() -> None:
-        opt.zero_grad()
-        model(torch.ones(2, 4)).sum().backward()
-        opt.step()
+        for opt in (adamw, sgd):
+            opt.zero_grad()
+            model(torch.ones(2, 4)).sum().backward()
+            opt.step()
+        schedule.step()
 
     step()
-    after_one = Snapshot(model, [opt])
-    moments = {k: v.clone() for k, v in opt.state[model.weight].items()}
-    held = opt.state[model.weight]["exp_avg"]
+    after_one = Snapshot(model, [adamw, sgd, schedule])
+    moments = {k: v.clone() for k, v in adamw.state[model.weight].items()}
+    held = adamw.state[model.weight]["exp_avg"], sgd.state[model.weight]["momentum_buffer"]
     step()
     step()
     after_one.restore()
-    assert opt.state[model.weight]["exp_avg"] is held  # the same tensor, its values back
-    assert all(torch.equal(opt.state[model.weight][k], v) for k, v in moments.items())
+    assert adamw.state[model.weight]["exp_avg"] is held[0]  # the same tensor, its values back
+    assert sgd.state[model.weight]["momentum_buffer"] is held[1]
+    assert all(torch.equal(adamw.state[model.weight][k], v) for k, v in moments.items())
+    assert sgd.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert schedule.last_epoch == 1
     empty.restore()
-    assert opt.state_dict()["state"] == {}
+    assert adamw.state_dict()["state"] == {}
+    assert sgd.state_dict()["state"] == {}
+    assert sgd.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
 def test_a_state_object_that_hands_out_copies_is_restored_by_load_state_dict() -> None:
