@@ -4,7 +4,7 @@ A step changes what it runs on: the weights, the optimizer's moments, BatchNorm'
 the GradScaler's scale, the RNG. So the model, every ``state`` object and the RNG are
 snapshotted once, and restored before each mode and at the end; timed rounds restart from the
 state one eager step later (an optimizer's state exists then, as in a training loop), in place
-where the state allows, so a compiled step does not recompile every round. Every mode times
+for optimizers, so a compiled step does not recompile every round. Every mode times
 steps from the same weights, and the benchmark leaves them as it found them.
 
 Compiled is checked against eager after one step from the snapshot each: the step's return
@@ -20,7 +20,7 @@ import copy
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeGuard, runtime_checkable
 
 import torch
 from torch import nn
@@ -86,7 +86,9 @@ class Snapshot:
         for param in self._model.parameters():
             param.grad = None
         for obj, saved in zip(self._state, self._states, strict=True):
-            if not _restored_in_place(obj, saved):
+            # an optimizer in place: a compiled step guards on its state tensors, and
+            # load_state_dict would make new ones (a recompile in every timed round)
+            if not (isinstance(obj, torch.optim.Optimizer) and _optimizer_restored_in_place(obj, saved)):
                 obj.load_state_dict(copy.deepcopy(saved))
         self._model.train(self._training)
         torch.set_rng_state(self._cpu_rng)
@@ -94,32 +96,13 @@ class Snapshot:
             torch.cuda.set_rng_state_all(self._cuda_rng)
 
 
-def _leaves(tree: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    """(path, leaf) pairs of a nest of dicts, lists and tuples, in a fixed order; an empty
-    container is a leaf, so that ``{"a": {}}`` and ``{"a": []}`` differ."""
-    if isinstance(tree, (dict, list, tuple)) and not tree:
-        yield path, tree
-    elif isinstance(tree, dict):
-        for key in sorted(tree, key=repr):
-            yield from _leaves(tree[key], (*path, key))
-    elif isinstance(tree, (list, tuple)):
-        for index, item in enumerate(tree):
-            yield from _leaves(item, (*path, index))
-    else:
-        yield path, tree
-
-
-def _same_leaf(live: Any, saved: Any) -> bool:
-    if isinstance(live, torch.Tensor) or isinstance(saved, torch.Tensor):
-        return (
-            isinstance(live, torch.Tensor)
-            and isinstance(saved, torch.Tensor)
-            and (live.shape, live.dtype, live.device) == (saved.shape, saved.dtype, saved.device)
-        )
-    try:
-        return type(live) is type(saved) and bool(live == saved)
-    except (TypeError, ValueError, RuntimeError):  # an == that gives no single truth
-        return False
+def _same_layout(live: Any, saved: torch.Tensor) -> TypeGuard[torch.Tensor]:
+    """Whether ``saved`` can be copied into ``live`` in place."""
+    return isinstance(live, torch.Tensor) and (live.shape, live.dtype, live.device) == (
+        saved.shape,
+        saved.dtype,
+        saved.device,
+    )
 
 
 def _optimizer_restored_in_place(optimizer: torch.optim.Optimizer, saved: Any) -> bool:
@@ -136,7 +119,7 @@ def _optimizer_restored_in_place(optimizer: torch.optim.Optimizer, saved: Any) -
         live = optimizer.state[params[index]]
         if set(live) != set(entry):
             return False
-        if any(isinstance(v, torch.Tensor) and not _same_leaf(live[k], v) for k, v in entry.items()):
+        if any(isinstance(v, torch.Tensor) and not _same_layout(live[k], v) for k, v in entry.items()):
             return False
     with torch.no_grad():
         for index, entry in saved_state.items():
@@ -151,40 +134,10 @@ def _optimizer_restored_in_place(optimizer: torch.optim.Optimizer, saved: Any) -
                 if key == "params":
                     continue
                 held = group.get(key)
-                if isinstance(held, torch.Tensor) and _same_leaf(held, value):  # a tensor lr
+                if isinstance(value, torch.Tensor) and _same_layout(held, value):  # a tensor lr
                     held.copy_(value)
                 else:
                     group[key] = copy.deepcopy(value)
-    return True
-
-
-def _restored_in_place(obj: Stateful, saved: Any) -> bool:
-    """Copy ``saved``'s tensors into the tensors ``obj`` holds now, keeping their identity.
-
-    A compiled step guards on the optimizer's state tensors: ``load_state_dict`` makes new ones,
-    and the next compiled step recompiles (every timed round would then time a compile). In place
-    is only possible where ``state_dict()`` hands out the live tensors (the same objects twice)
-    and everything else is equal; otherwise nothing is copied and False says ``load_state_dict``
-    must do it. Optimizers have their own path: their hyperparameters change under a scheduler.
-    """
-    if isinstance(obj, torch.optim.Optimizer):
-        return _optimizer_restored_in_place(obj, saved)
-    live = list(_leaves(obj.state_dict()))
-    again = list(_leaves(obj.state_dict()))
-    stored = list(_leaves(saved))
-    if len(live) != len(stored) or len(live) != len(again):
-        return False
-    for (path, leaf), (path_again, leaf_again), (saved_path, saved_leaf) in zip(
-        live, again, stored, strict=True
-    ):
-        if path != saved_path or path != path_again or not _same_leaf(leaf, saved_leaf):
-            return False
-        if isinstance(leaf, torch.Tensor) and leaf is not leaf_again:
-            return False  # a copy, not the live tensor: copying into it would restore nothing
-    with torch.no_grad():
-        for (_, leaf), (_, saved_leaf) in zip(live, stored, strict=True):
-            if isinstance(leaf, torch.Tensor):
-                leaf.copy_(saved_leaf)
     return True
 
 
