@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -148,22 +149,38 @@ def torch_default_cache_dir() -> str:
     """The folder inductor uses when ``TORCHINDUCTOR_CACHE_DIR`` is unset.
 
     Inductor writes this default *into* the environment variable the first time it needs a
-    folder, so an equal value does not mean the user chose it.
+    folder, so an equal value does not mean the user chose it. Inductor's own answer is used
+    when it is loaded; before that, its rule is followed here, because importing
+    ``torch._inductor`` imports dynamo, and an eager-only process must not pay for that.
     """
-    try:
-        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-    except ImportError:  # pragma: no cover - moved in another torch release
-        import getpass
-        import tempfile
+    if "torch._inductor" in sys.modules:
+        try:
+            from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        except ImportError:  # pragma: no cover - moved in another torch release
+            pass
+        else:
+            return str(default_cache_dir())
+    import getpass
+    import re
+    import tempfile
 
-        return os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
-    return str(default_cache_dir())
+    try:
+        user = getpass.getuser()
+    except (KeyError, ModuleNotFoundError, OSError):
+        user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+    return os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
 
 
 def holds_compiled_module(module: Any) -> bool:
     """Whether ``module`` is, or contains, a ``torch.compile``d module (dynamo's private
     ``OptimizedModule``): hooks added to it would make dynamo recompile. Unknown: True, the
-    safe answer."""
+    safe answer.
+
+    Without dynamo imported nothing can have been compiled, and importing it only to ask would
+    make every eager benchmark of a module pay for it (docs/measurements.md).
+    """
+    if "torch._dynamo" not in sys.modules:
+        return False
     try:
         from torch._dynamo.eval_frame import OptimizedModule
     except ImportError:

@@ -28,6 +28,7 @@ from .result import PerfResult
 from .settings import PerfSettings
 
 __all__ = [
+    "WORKER_PROGRAM",
     "WORKER_TIMEOUT_S",
     "WorkerError",
     "forwarded_args",
@@ -56,6 +57,37 @@ _NOT_FORWARDED: Final = frozenset(
 )  # fmt: skip
 #: ``-p`` values that would bring parallelism back.
 _PARALLEL_PLUGINS: Final = ("xdist", "xdist.plugin", "xdist.looponfail")
+
+#: What a worker's interpreter runs: ``python -m pytest`` exactly (``runpy``, the same
+#: ``sys.argv`` and ``sys.path[0]``), then the end of an interpreter's exit that anything can
+#: observe (non-daemon threads joined, ``atexit`` handlers, the standard streams flushed), and
+#: ``os._exit``. Tearing down torch's and dynamo's modules object by object is skipped: it costs
+#: a fresh process a noticeable part of its life (docs/measurements.md) and nothing of the
+#: result depends on it. The program is inline, not a module of this package, so that a worker
+#: in a REF checkout of this very project runs the same program whatever that checkout holds.
+#: Where ``atexit`` cannot be run by hand, the interpreter exits as usual.
+WORKER_PROGRAM: Final = """\
+import atexit, os, runpy, sys, threading
+sys.path[0] = os.getcwd()
+try:
+    runpy.run_module("pytest", run_name="__main__", alter_sys=True)
+    code = 0
+except SystemExit as stop:
+    code = stop.code
+run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+if run_exit_handlers is None or not (code is None or isinstance(code, int)):
+    raise SystemExit(code)
+for thread in threading.enumerate():
+    if thread is not threading.main_thread() and not thread.daemon:
+        thread.join()
+run_exit_handlers()
+for stream in (sys.stdout, sys.stderr):
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+os._exit(code or 0)
+"""
 
 
 def outcomes_path(report: Path) -> Path:
@@ -126,7 +158,7 @@ def worker_command(
     ``user_args`` are the user's forwarded options (:func:`forwarded_args`), ini file and rootdir
     included; addopts are cleared (``-o addopts=``) because they arrive filtered in ``user_args``.
     """
-    command = [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-c", WORKER_PROGRAM, *nodeids, "-q", "-p", "no:cacheprovider"]
     command += ["-p", "no:xdist", "-o", "addopts=", *user_args]
     command += ["-m", "", "--perf-worker", f"--perf-json={report}"]  # -m "": no marker filter
     command += [

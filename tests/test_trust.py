@@ -229,6 +229,55 @@ def test_perf(perf):
     assert "keisei-perf results" not in result.stdout.str()
 
 
+def test_an_eager_benchmark_of_a_module_does_not_import_dynamo(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dynamo's import is most of a compiled fresh process's start; an eager-only session of an
+    nn.Module must not pay it. Asking whether the module holds a compiled one imported it, and so
+    did asking whether an inherited TORCHINDUCTOR_CACHE_DIR is inductor's default."""
+    from pytest_keisei_perf._compat import torch_default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", torch_default_cache_dir())
+    pytester.makeconftest(
+        """
+import sys
+def pytest_sessionfinish():
+    print("DYNAMO_IMPORTED", "torch._dynamo" in sys.modules)
+"""
+    )
+    pytester.makepyfile(
+        """
+import torch
+
+def test_module(perf):
+    perf.benchmark(torch.nn.Linear(4, 2).eval(), torch.ones(3, 4))
+"""
+    )
+    result = pytester.runpytest_subprocess("-s", *FAST)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*DYNAMO_IMPORTED False*"])
+
+
+def test_inductors_default_cache_folder_is_known_without_importing_inductor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pytest_keisei_perf._compat import torch_default_cache_dir
+
+    loaded = torch_default_cache_dir()  # inductor is loaded here: its own answer
+    monkeypatch.delitem(sys.modules, "torch._inductor")
+    assert torch_default_cache_dir() == loaded
+
+
+def test_a_compiled_module_inside_another_is_still_seen() -> None:
+    import torch
+
+    from pytest_keisei_perf._compat import holds_compiled_module
+
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    assert not holds_compiled_module(plain)
+    assert holds_compiled_module(torch.nn.Sequential(torch.compile(torch.nn.Linear(2, 2), backend="eager")))
+
+
 def test_bh_counts_every_benchmark_and_mode(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
