@@ -97,7 +97,8 @@ def test_an_update_waits_for_the_measurement_lock_and_says_so(pytester: pytest.P
     an update measures only while it holds the machine-wide lock, and says when it waits."""
     import subprocess
     import sys
-    import time
+    import threading
+    from typing import IO
 
     from filelock import FileLock
 
@@ -106,17 +107,33 @@ def test_an_update_waits_for_the_measurement_lock_and_says_so(pytester: pytest.P
     pytester.makepyfile(test_busy=BUSY)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     command = [sys.executable, "-m", "pytest", *FAST, "--perf-update-baseline", "--perf-baseline-runs=3"]
+    waiting = "keisei-perf: waiting for another perf session to finish measuring"
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read(stream: IO[str]) -> None:
+        for line in stream:
+            lines.append(line)
+            if waiting in line:
+                seen.set()
+
     holder = FileLock(str(MEASUREMENT_LOCK))
     with holder:
         proc = subprocess.Popen(
-            command, cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        time.sleep(8)  # collection, the smoke run, then the lock
+            command, cwd=pytester.path, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        reader = threading.Thread(target=read, args=(proc.stdout,), daemon=True)
+        reader.start()
+        # collection and the smoke run come first; it must then wait, not measure
+        assert seen.wait(timeout=120), "".join(lines)
         assert proc.poll() is None, "the update finished while another process held the lock"
         assert not list((pytester.path / "baselines").glob("*.json")), "it measured without the lock"
-    out, _ = proc.communicate(timeout=300)
+    proc.wait(timeout=300)
+    reader.join(timeout=60)
+    out = "".join(lines)
     assert proc.returncode == 0, out
-    assert "keisei-perf: waiting for another perf session to finish measuring" in out
     assert list((pytester.path / "baselines").glob("*.json"))
 
 
