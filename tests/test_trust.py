@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from extras import need
@@ -229,6 +230,39 @@ def test_perf(perf):
     assert "keisei-perf results" not in result.stdout.str()
 
 
+def test_a_worker_process_ends_as_an_interpreter_would_with_pytests_exit_code(tmp_path: Path) -> None:
+    """The worker program skips only the teardown of objects: the exit code, atexit handlers,
+    non-daemon threads and buffered output all come through."""
+    import subprocess
+
+    from pytest_keisei_perf.workers import WORKER_PROGRAM
+
+    (tmp_path / "test_end.py").write_text(
+        """
+import atexit, sys, threading, time
+from pathlib import Path
+
+def test_fails():
+    atexit.register(lambda: Path("atexit.txt").write_text("ran"))
+    def late():
+        time.sleep(0.3)
+        Path("thread.txt").write_text("ran")
+    threading.Thread(target=late).start()
+    sys.stdout.write("unflushed-tail")
+    assert False
+"""
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER_PROGRAM, "-s", "-q", "-p", "no:cacheprovider", "test_end.py"],
+        cwd=tmp_path, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, proc.stdout + proc.stderr
+    assert "1 failed" in proc.stdout
+    assert "unflushed-tail" in proc.stdout
+    assert (tmp_path / "atexit.txt").read_text() == "ran"
+    assert (tmp_path / "thread.txt").read_text() == "ran"
+
+
 def test_an_eager_benchmark_of_a_module_does_not_import_dynamo(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,6 +275,7 @@ def test_an_eager_benchmark_of_a_module_does_not_import_dynamo(
     pytester.makeconftest(
         """
 import sys
+from pathlib import Path
 def pytest_sessionfinish():
     print("DYNAMO_IMPORTED", "torch._dynamo" in sys.modules)
 """
