@@ -252,40 +252,6 @@ def test_both_states_side_by_side_from_an_empty_cache(
     assert "never warm / never cold" in markdown or " warm / " in markdown
 
 
-def test_a_baseline_of_another_state_is_named_at_the_end(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Stored runs that compiled cold, and a run that did not: not compared, and the end of the
-    session says why."""
-    monkeypatch.setenv("KEISEI_PERF_MACHINE", "state-box")
-    pytester.makepyfile(
-        """
-import torch
-
-def test_work(perf):
-    perf.benchmark(torch.sin, torch.ones(8))
-"""
-    )
-    fast = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-compile-backend=eager", "-p", "no:cacheprovider")
-    update = pytester.runpytest(*fast, "--perf-update-baseline", "--perf-baseline-runs=3")
-    assert update.ret == 0, update.stdout.str()
-    (path,) = (pytester.path / "baselines").glob("state-box-*.json")
-    data = json.loads(path.read_text())
-    for entry in data["benchmarks"].values():
-        for run in entry["runs"]:
-            run["modes"]["compiled"]["compile_cache"] = "cold"
-    path.write_text(json.dumps(data))
-    result = pytester.runpytest(*fast)
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*NOT COMPARED (compiled in another compile-cache state than the baseline): 1 benchmark(s), "
-            "2 mode(s); e.g. *not compiled by inductor, the baseline's 3 run(s) compiled from an empty "
-            "compile cache*"
-        ]
-    )
-
-
 def test_compile_state_option_is_validated(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = pytester.runpytest("--perf-compile-state=lukewarm")

@@ -243,6 +243,26 @@ def test_baseline_of_another_device_is_not_compared(project: pytest.Pytester) ->
     )
 
 
+def test_a_baseline_of_another_compile_state_is_named_at_the_end(project: pytest.Pytester) -> None:
+    """Stored runs that compiled cold, and a run that did not: not compared, and the end of the
+    session says why."""
+
+    def edit(benchmarks: dict[str, Any]) -> None:
+        for run in benchmarks["test_work.py::test_graphs"]["runs"]:
+            run["modes"]["compiled"]["compile_cache"] = "cold"
+
+    _edit_baseline(project, edit)
+    result = project.runpytest(*FAST, "--perf-threshold=10", "-k", "test_graphs")
+    result.assert_outcomes(passed=1, deselected=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*NOT COMPARED (compiled in another compile-cache state than the baseline): 1 benchmark(s), "
+            "2 mode(s); e.g. *not compiled by inductor, the baseline's 3 run(s) compiled from an empty "
+            "compile cache*"
+        ]
+    )
+
+
 def test_corrupt_baseline_stops_an_update_before_measuring(project: pytest.Pytester) -> None:
     path = _baseline_file(project)
     path.write_text('{"schema_version": 1, "machine": {}, "benchmarks": []}')
