@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, S
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 __all__ = [
     "Cores",
@@ -178,6 +178,13 @@ def _kill(proc: subprocess.Popen[str]) -> None:
         proc.kill()
 
 
+#: How often the main thread looks up from waiting for a duet. A signal that the kernel hands
+#: to one of the waiting threads only sets a flag for the main thread, whose handler runs when
+#: the main thread next returns to the interpreter: an untimed wait would hold it until both
+#: processes ended.
+_SIGNAL_POLL_S: Final = 0.2
+
+
 def run_together(jobs: Sequence[Callable[[], T]]) -> list[T]:
     """Run ``jobs`` at the same time, each in its own thread; their results in order. When one
     raises, the others still finish (no process is left behind) and the first error is raised.
@@ -186,7 +193,8 @@ def run_together(jobs: Sequence[Callable[[], T]]) -> list[T]:
     pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="keisei-perf-duet")
     try:
         futures = [pool.submit(job) for job in jobs]
-        wait(futures)
+        while wait(futures, timeout=_SIGNAL_POLL_S).not_done:
+            pass
     except BaseException:
         stop_live_processes()
         raise

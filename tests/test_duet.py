@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -133,12 +133,31 @@ def test_a_process_whose_waiter_is_interrupted_is_killed_and_reaped(tmp_path: Pa
     assert proc.returncode < 0  # killed by a signal
 
 
-def test_an_interrupted_duet_leaves_no_process_running(tmp_path: Path) -> None:
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT as Python sets it up (KeyboardInterrupt, not blocked in this thread), whatever the
+    process it runs in did to it before, put back afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("to", ["process", "a waiting thread"])
+@pytest.mark.usefixtures("sigint_raises")
+def test_an_interrupted_duet_leaves_no_process_running(tmp_path: Path, to: str) -> None:
     """SIGTERM in the session reaches only the main thread; the two sides' processes are waited
-    for in threads, and once ran on after the session had ended."""
+    for in threads, and once ran on after the session had ended. The kernel may also hand the
+    signal to one of those threads, which only flags it for the main thread: the main thread's
+    wait must still come back to act on it."""
     started: list[subprocess.Popen[str]] = []
+    waiters: list[int] = []
 
     def side() -> None:
+        waiters.append(threading.get_ident())
         proc = duet.spawn_pinned(SLEEPER, None, cwd=tmp_path, env=os.environ)
         started.append(proc)
         with duet.watched(proc):
@@ -148,7 +167,10 @@ def test_an_interrupted_duet_leaves_no_process_running(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while len(started) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes the main thread's wait
+        if to == "process":
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes the main thread's wait
+        else:
+            signal.pthread_kill(waiters[0], signal.SIGINT)
 
     threading.Thread(target=interrupt_when_both_run, daemon=True).start()
     began = time.monotonic()
