@@ -59,13 +59,14 @@ _NOT_FORWARDED: Final = frozenset(
 _PARALLEL_PLUGINS: Final = ("xdist", "xdist.plugin", "xdist.looponfail")
 
 #: What a worker's interpreter runs: ``python -m pytest`` exactly (``runpy``, the same
-#: ``sys.argv`` and ``sys.path[0]``), then the end of an interpreter's exit that anything can
-#: observe (non-daemon threads joined, ``atexit`` handlers, the standard streams flushed), and
-#: ``os._exit``. Tearing down torch's and dynamo's modules object by object is skipped: it costs
-#: a fresh process a noticeable part of its life (docs/measurements.md) and nothing of the
-#: result depends on it. The program is inline, not a module of this package, so that a worker
-#: in a REF checkout of this very project runs the same program whatever that checkout holds.
-#: Where ``atexit`` cannot be run by hand, the interpreter exits as usual.
+#: ``sys.argv`` and ``sys.path[0]``), then the steps of an interpreter's exit that anything can
+#: observe, through the functions the interpreter itself calls (``threading._shutdown``, which
+#: stops thread pools and joins non-daemon threads, then the ``atexit`` handlers), the standard
+#: streams flushed, and ``os._exit``. Tearing down torch's and dynamo's modules object by object
+#: is skipped: it costs a fresh process a noticeable part of its life (docs/measurements.md) and
+#: nothing of the result depends on it. The program is inline, not a module of this package, so
+#: that a worker in a REF checkout of this very project runs the same program whatever that
+#: checkout holds. Where either function is missing (another Python), it exits as usual.
 WORKER_PROGRAM: Final = """\
 import atexit, os, runpy, sys, threading
 sys.path[0] = os.getcwd()
@@ -74,12 +75,11 @@ try:
     code = 0
 except SystemExit as stop:
     code = stop.code
+wait_for_threads = getattr(threading, "_shutdown", None)
 run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
-if run_exit_handlers is None or not (code is None or isinstance(code, int)):
+if wait_for_threads is None or run_exit_handlers is None or not (code is None or isinstance(code, int)):
     raise SystemExit(code)
-for thread in threading.enumerate():
-    if thread is not threading.main_thread() and not thread.daemon:
-        thread.join()
+wait_for_threads()
 run_exit_handlers()
 for stream in (sys.stdout, sys.stderr):
     try:

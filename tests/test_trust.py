@@ -232,7 +232,7 @@ def test_perf(perf):
 
 def test_a_worker_process_ends_as_an_interpreter_would_with_pytests_exit_code(tmp_path: Path) -> None:
     """The worker program skips only the teardown of objects: the exit code, atexit handlers,
-    non-daemon threads and buffered output all come through."""
+    non-daemon threads, thread pools left running and buffered output all come through."""
     import subprocess
 
     from pytest_keisei_perf.workers import WORKER_PROGRAM
@@ -240,7 +240,10 @@ def test_a_worker_process_ends_as_an_interpreter_would_with_pytests_exit_code(tm
     (tmp_path / "test_end.py").write_text(
         """
 import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+POOLS = []
 
 def test_fails():
     atexit.register(lambda: Path("atexit.txt").write_text("ran"))
@@ -248,6 +251,8 @@ def test_fails():
         time.sleep(0.3)
         Path("thread.txt").write_text("ran")
     threading.Thread(target=late).start()
+    POOLS.append(ThreadPoolExecutor(1))  # left running: the interpreter's exit stops it
+    POOLS[-1].submit(time.sleep, 0)
     sys.stdout.write("unflushed-tail")
     assert False
 """
