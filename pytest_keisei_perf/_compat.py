@@ -134,14 +134,7 @@ def quiet_structured_trace() -> Iterator[None]:
 
 
 def is_torch_default_cache_dir(path: str) -> bool:
-    """Whether ``path`` is inductor's default folder (:func:`torch_default_cache_dir`).
-
-    That default is always named ``torchinductor_<user>``, so any other name is answered
-    without importing ``torch._inductor``: that import alone is a large share of a fresh
-    worker process's start-up, and every worker inherits a set ``TORCHINDUCTOR_CACHE_DIR``.
-    """
-    if not os.path.basename(os.path.normpath(path)).startswith("torchinductor_"):
-        return False
+    """Whether ``path`` is inductor's default folder (:func:`torch_default_cache_dir`)."""
     return os.path.abspath(path) == os.path.abspath(torch_default_cache_dir())
 
 
