@@ -148,9 +148,16 @@ def pinned_threads(n: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Keep the cyclic garbage collector out of timed rounds; restore its previous state."""
+    """Keep the cyclic garbage collector out of timed rounds; restore its previous state.
+
+    What set-up and warm-up left behind is collected first, from the young generations only:
+    that is where fresh garbage lives, and a full collection would rescan every long-lived object
+    (all of torch, and dynamo and inductor once loaded) before every timed phase, a cost a
+    session pays per benchmark (docs/measurements.md). The oldest generation is collected as
+    usual between benchmarks, and in full where device memory is measured (``runner``).
+    """
     was_enabled = gc.isenabled()
-    gc.collect()
+    gc.collect(1)
     gc.disable()
     try:
         yield

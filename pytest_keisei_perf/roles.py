@@ -92,8 +92,8 @@ class WorkerRole:
     """One fresh process of another session: it measures and hands its results back.
 
     What it has loaded by its first benchmark (torch, the test modules) lives until the process
-    exits, so it is moved out of the collector's sight once (``gc.freeze``): the full collection
-    before each timed phase then scans only what the benchmark made, not all of torch again.
+    exits, so it is moved out of the collector's sight once (``gc.freeze``): a full collection
+    (before peak device memory is read, at pytest's exit) then scans only what came after.
     """
 
     def __init__(self, session: PerfSession) -> None:

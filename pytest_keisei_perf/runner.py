@@ -10,6 +10,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import gc
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -63,11 +64,16 @@ def _float64_reference(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 
 @contextlib.contextmanager
 def _peak_memory(device: str, sink: dict[str, int | None], key: str) -> Iterator[None]:
-    """Record the peak CUDA memory allocated inside the block; CPU has no honest per-mode figure."""
+    """Record the peak CUDA memory allocated inside the block; CPU has no honest per-mode figure.
+
+    Garbage cycles left by earlier benchmarks may hold device memory, which the peak would count
+    as this one's: a full collection frees them first.
+    """
     if not device.startswith("cuda"):
         sink[key] = None
         yield
         return
+    gc.collect()
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     yield

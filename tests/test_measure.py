@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
+import weakref
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
 
-from pytest_keisei_perf import measure
+from pytest_keisei_perf import measure, runner
 from pytest_keisei_perf.measure import REFERENCE, Stopwatch, abba_schedule, plan_rounds, run_schedule, warm_up
 
 
@@ -120,6 +123,63 @@ def test_run_schedule_records_per_call_times_in_order_with_gc_paused() -> None:
     assert samples[REFERENCE] == pytest.approx([1e-4, 1e-4])
     assert not any(gc_states)
     assert gc.isenabled()
+
+
+class _Cycle:
+    """An object that only the cyclic collector can free."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def collections_seen() -> Iterator[list[int]]:
+    """The generation of every garbage collection from here on; no automatic ones meanwhile."""
+    generations: list[int] = []
+
+    def seen(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            generations.append(info["generation"])
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    gc.callbacks.append(seen)
+    try:
+        yield generations
+    finally:
+        gc.callbacks.remove(seen)
+        if was_enabled:
+            gc.enable()
+
+
+def test_gc_paused_frees_fresh_garbage_without_rescanning_old_objects(collections_seen: list[int]) -> None:
+    garbage = weakref.ref(_Cycle())
+    assert garbage() is not None
+    with measure.gc_paused():
+        assert garbage() is None
+        assert collections_seen == [1]  # the young generations, not all of torch again
+    assert not gc.isenabled()  # the state it found (the fixture disabled it)
+
+
+def test_peak_cuda_memory_is_read_after_a_full_collection(
+    monkeypatch: pytest.MonkeyPatch, collections_seen: list[int]
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(f"sync {device}"))
+    reset = lambda device=None: calls.append(f"reset after {collections_seen}")  # noqa: E731
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 4096)
+    garbage = weakref.ref(_Cycle())  # as if an earlier benchmark left a cycle holding device memory
+    peaks: dict[str, int | None] = {}
+    with runner._peak_memory("cuda:0", peaks, "eager"):
+        assert garbage() is None
+        calls.append("body")
+    assert calls == ["sync cuda:0", "reset after [2]", "body", "sync cuda:0"]
+    assert peaks == {"eager": 4096}
+    with runner._peak_memory("cpu", peaks, "compiled"):
+        pass
+    assert peaks["compiled"] is None
+    assert collections_seen == [2]  # none on the CPU
 
 
 def test_pinned_threads_restores_the_previous_count() -> None:
