@@ -13,6 +13,8 @@ that selects no perf test.
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import os
 import platform
 import re
@@ -215,10 +217,20 @@ def gpu_driver() -> str | None:
     return words[0] if words else first.strip()
 
 
+def installed_version(name: str) -> str:
+    """A package's version, read from its installed metadata unless it is imported already: a
+    fresh process that never needs scipy should not import it to write down its version."""
+    module = sys.modules.get(name)
+    if module is None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # importable without metadata
+            module = importlib.import_module(name)
+    return str(module.__version__)
+
+
 def machine_info(*, threads: int) -> dict[str, Any]:
     """The environment record: hardware, software versions, thread count and devices."""
-    import numpy
-    import scipy
     import torch
 
     info: dict[str, Any] = {
@@ -232,8 +244,8 @@ def machine_info(*, threads: int) -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
+        "numpy": installed_version("numpy"),
+        "scipy": installed_version("scipy"),
         "pytest_keisei_perf": __version__,
         "threads": threads,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

@@ -19,7 +19,7 @@ from pytest_keisei_perf.baseline import (
     fact_differences,
     machine_key,
 )
-from pytest_keisei_perf.machine import cpu_facts
+from pytest_keisei_perf.machine import cpu_facts, installed_version
 
 FACTS = {"cpu_model": "Test CPU 9000", "cpu_count": 2, "machine": "x86_64", "torch": "2.13.0", "threads": 1}
 
@@ -104,6 +104,22 @@ def test_cpu_facts_read_family_model_stepping_isa_and_caches(tmp_path: Path) -> 
         "cpu_caches": {"L3": "107520K"},
     }
     assert cpu_facts("", tmp_path / "missing")["cpu_caches"] == {}
+
+
+def test_versions_are_read_without_importing_the_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import scipy
+
+    assert installed_version("scipy") == scipy.__version__
+    monkeypatch.delitem(sys.modules, "scipy")  # as in a fresh process that never needed it
+    assert installed_version("scipy") == scipy.__version__
+    assert "scipy" not in sys.modules
+    # a module on the path without installed metadata still says its version
+    (tmp_path / "kp_unpackaged.py").write_text("__version__ = '9.9'\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    assert installed_version("kp_unpackaged") == "9.9"
+    del sys.modules["kp_unpackaged"]
 
 
 def test_replace_runs_writes_sorted_versioned_json_and_spares_other_benchmarks(tmp_path: Path) -> None:
