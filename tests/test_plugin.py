@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from pytest_keisei_perf import stored_gate
+from pytest_keisei_perf.result import Verdict
 
 #: Fast inner runs: tiny budget, few rounds, the eager backend (dynamo only, no inductor codegen).
 FAST = ("--perf-budget=0.02", "--perf-rounds=5", "--perf-compile-backend=eager", "-p", "no:cacheprovider")
@@ -619,22 +623,21 @@ def test_x(perf):
     result.stdout.fnmatch_lines(["*no baseline under this machine key lab-box-7-*"])
 
 
-GATE_SHIM = """
-import pytest_keisei_perf.gate as gate
-from pytest_keisei_perf.result import Verdict
-
-def inconclusive(current, runs, context, *, label, nodeid, missing):
-    return {m: Verdict(mode=m, status="inconclusive", message=f"{label} [{m}]: inconclusive: shim")
-            for m in current.modes}, []
-
-gate.decide = inconclusive
-gate.speedup_drop = lambda *args, **kwargs: "compiled/eager speedup dropped (shim)"
-"""
+def _inconclusive(
+    current: Any, runs: Any, context: Any, *, label: str, nodeid: str, missing: Any
+) -> tuple[dict[str, Verdict], list[str]]:
+    return {
+        m: Verdict(mode=m, status="inconclusive", message=f"{label} [{m}]: inconclusive: shim")
+        for m in current.modes
+    }, []
 
 
-def test_fail_inconclusive_and_the_speedup_warning_are_wired(pytester: pytest.Pytester) -> None:
+def test_fail_inconclusive_and_the_speedup_warning_are_wired(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The gate's statistics are tested in test_stats/test_gate; this pins the plugin's wiring."""
-    pytester.makeconftest(GATE_SHIM)
+    monkeypatch.setattr(stored_gate, "decide", _inconclusive)
+    monkeypatch.setattr(stored_gate, "speedup_drop", lambda *a, **k: "compiled/eager speedup dropped (shim)")
     pytester.makepyfile(
         """
 import torch
@@ -643,7 +646,7 @@ def test_x(perf):
 """
     )
     fast = ("--perf-rounds=5", "--perf-budget=0.01", "--perf-compile-backend=eager", "-p", "no:cacheprovider")
-    passed = pytester.runpytest_subprocess(*fast)
+    passed = pytester.runpytest(*fast)
     passed.assert_outcomes(passed=1, warnings=1)
     passed.stdout.fnmatch_lines(
         [
@@ -652,7 +655,7 @@ def test_x(perf):
             "e.g. test_*.py::test_x [[]eager[]]: inconclusive: shim; --perf-fail-inconclusive fails them",
         ]
     )
-    failed = pytester.runpytest_subprocess(*fast, "--perf-fail-inconclusive")
+    failed = pytester.runpytest(*fast, "--perf-fail-inconclusive")
     failed.assert_outcomes(failed=1, warnings=1)
     failed.stdout.fnmatch_lines(
         [
