@@ -13,7 +13,6 @@ that selects no perf test.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import os
 import platform
