@@ -6,7 +6,7 @@ for the tests of its day, and the suite has grown since.
 Collects the test functions of ``commit`` in a throwaway git worktree (that commit's own code),
 maps them to today's node ids by function name (every parametrisation today has; the tests
 renamed since are listed in ``RENAMED``), writes the ids, and runs them with the README's test
-command, serially, printing pytest's summary and wall time.
+command (without the cache plugin, as measured), serially, printing pytest's summary and wall time.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
         print("not found today:", *gone, sep="\n  ", flush=True)
     env = {**os.environ, "KEISEI_PERF_TEST_EXTRAS": "required"}
     start = time.perf_counter()
-    command = [sys.executable, "-m", "pytest", "-rs", "-q", *selected]
+    command = [sys.executable, "-m", "pytest", "-rs", "-q", "-p", "no:cacheprovider", *selected]
     proc = subprocess.run(command, cwd=ROOT, env=env, check=False)
     print(f"wall {time.perf_counter() - start:.1f} s, exit {proc.returncode}")
     raise SystemExit(proc.returncode)
