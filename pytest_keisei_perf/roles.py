@@ -5,6 +5,9 @@
 - worker (a fresh process of another session): measure here, judge nothing.
 - gate (the default): measure, compare with the stored baselines, confirm suspects.
 - A/B (``--perf-compare-ref``, :mod:`.ab`) and baseline update (:mod:`.update`).
+
+A role is activated (baselines loaded, timing set up) once collection has found perf tests, and
+only in a session that runs tests: ``--collect-only`` activates none.
 """
 
 from __future__ import annotations

@@ -171,7 +171,9 @@ class PerfSession:
             len(c.mode_names) + (extra if "compiled" in c.mode_names else 0)
             for c in (item.stash[CONFIG_KEY] for item in perf_items)
         )
-        if perf_items and self.role is not None:
+        # a collection alone (--collect-only: IDE discovery, the A/B and prune probes) measures
+        # nothing, so it loads no baseline and never imports torch for the timing set-up
+        if perf_items and self.role is not None and not session.config.option.collectonly:
             self.role.activate()
         others = len(session.items) - self.gated_benchmarks
         if (

@@ -297,6 +297,31 @@ def test_module(perf):
     result.stdout.fnmatch_lines(["*DYNAMO_IMPORTED False*"])
 
 
+def test_a_collection_alone_loads_no_baseline_and_does_not_import_torch(pytester: pytest.Pytester) -> None:
+    """``--collect-only`` (an IDE's test discovery, the A/B and prune probes) measures nothing: it
+    must not pay torch's import for the timing set-up, nor speak of baselines it never compares."""
+    pytester.makeconftest(
+        """
+import sys
+def pytest_sessionfinish():
+    print("TORCH_IMPORTED", "torch" in sys.modules)
+"""
+    )
+    pytester.makepyfile(
+        """
+def work():
+    return sum(range(100))
+
+def test_work(perf):
+    perf.benchmark(work)
+"""
+    )
+    result = pytester.runpytest_subprocess("-s", "--collect-only", "-q", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["*::test_work", "*TORCH_IMPORTED False*"])
+    assert "machine key" not in result.stdout.str() + result.stderr.str()
+
+
 def test_inductors_default_cache_folder_is_known_without_importing_inductor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
