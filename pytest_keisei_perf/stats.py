@@ -369,6 +369,10 @@ def online_bh_rejects(p_value: float, earlier: Sequence[float], total: int, alph
     comparisons not yet decided counted as p = 1.
 
     Each later p-value can only lower this one's adjusted p, so a rejection made now is one BH
-    over the whole session makes too: deciding early is never less strict.
+    over the whole session makes too: deciding early is never less strict. An adjusted p-value is
+    never below the raw one, so a p-value above ``alpha`` is refused without the correction: most
+    comparisons of a session, and nearly all of a simulation's, are such.
     """
+    if p_value > alpha:
+        return False
     return bh_adjusted([*earlier, p_value], total)[-1] <= alpha

@@ -60,7 +60,7 @@ def test_a_slower_working_tree_fails_against_its_base(repo: pytest.Pytester) -> 
     (repo.path / "mypkg" / "work.py").write_text(WORK.format(factor=30))  # 30x the work, uncommitted
     history = repo.path / "perf-history.jsonl"
     result = repo.runpytest_subprocess(
-        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=3", "--perf-ab-max-pairs=3",
+        *FAST, "--perf-compare-ref=HEAD", "--perf-ab-pairs=2", "--perf-ab-max-pairs=2",
         f"--perf-history={history}", "--perf-ab-schedule=sequential",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.TESTS_FAILED

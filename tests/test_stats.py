@@ -459,6 +459,21 @@ def test_run_statistic_and_compare_runs_edges_pinned() -> None:
     assert (few.status, few.baseline_runs, few.current_runs, few.change) == ("inconclusive", 2, 2, None)
 
 
+def test_online_bh_answers_as_the_full_correction_does() -> None:
+    """A p-value above alpha is refused before the correction is computed: seeded draws, many of
+    them at or just around alpha, get the answer of scipy's adjusted p-value every time."""
+    rng = np.random.default_rng(12)
+    answers = set()
+    for _ in range(3000):
+        total = int(rng.integers(1, 12))
+        earlier = [float(p) for p in rng.uniform(0, 0.2, size=int(rng.integers(0, total)))]
+        p_value = float(rng.choice([rng.uniform(0, 0.1), 0.05, np.nextafter(0.05, 1)]))
+        full = stats.bh_adjusted([*earlier, p_value], total)[-1] <= 0.05
+        assert stats.online_bh_rejects(p_value, earlier, total, 0.05) == full, (p_value, earlier, total)
+        answers.add((full, p_value > 0.05))
+    assert answers == {(True, False), (False, False), (False, True)}  # every case was met
+
+
 def test_the_ledger_is_bh_over_a_batch_and_never_laxer_online() -> None:
     """Known at once (``keisei-perf compare``), the ledger's decisions are scipy's BH; decided
     one by one as tests finish, every rejection is one the final BH makes too (seeded: 2000
